@@ -1,0 +1,23 @@
+"""Azure Functions entry point (Python v2 programming model).
+
+Routes, methods and auth levels only: each function hands its request to `shared` in one call.
+Nothing here reads settings or creates SDK clients; they load lazily on first use, so this import
+cannot fail on configuration (a failing import makes the host report "0 functions found").
+
+All routes are ANONYMOUS at the Functions level on purpose: negotiate authenticates callers itself
+(NEGOTIATE_AUTH), the event handler checks that events come from the service, and health exposes
+nothing secret. A function key would add a shared secret to every client and to the hub's URL.
+"""
+
+import azure.functions as func
+
+from shared import routes
+from shared.adapter import serve
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.route(route="negotiate", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def negotiate(req: func.HttpRequest) -> func.HttpResponse:
+    """Client access URL for the authenticated caller, with least-privilege group roles."""
+    return serve(req, routes.negotiate)

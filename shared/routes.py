@@ -1,0 +1,10 @@
+"""One framework-neutral handler per route; function_app.py binds each to its URL and methods."""
+
+from __future__ import annotations
+
+from shared.runtime import get_runtime
+from shared.web import Request, Response
+
+
+def negotiate(request: Request) -> Response:
+    return get_runtime().negotiator.negotiate(request)

@@ -1,0 +1,124 @@
+"""The composition root: everything built from the settings, each piece on first use, once.
+
+Configuration, credentials and SDK clients are created lazily and then shared by every request of
+the process (connection pools and token caches included). Tests build a `Runtime` with their own
+settings and collaborators and install it with `use_runtime`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from shared.config import CredentialMode, Settings, get_settings
+from shared.identity import CallerIdentifier, build_identifier
+from shared.negotiate import Negotiator
+from shared.policy import GroupPolicy
+from shared.tokens import EntraTokenSource, KeyTokenSource, KeyVaultTokenSource, TokenSource
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+
+class Runtime:
+    """Settings plus the collaborators built from them; pass any of them in to replace it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        credential: TokenCredential | None = None,
+        token_source: TokenSource | None = None,
+        identifier: CallerIdentifier | None = None,
+        policy: GroupPolicy | None = None,
+    ):
+        self.settings = settings
+        self._credential = credential
+        self._token_source = token_source
+        self._identifier = identifier
+        self._policy = policy
+        self._negotiator: Negotiator | None = None
+        self._lock = threading.RLock()
+
+    def credential(self) -> TokenCredential:
+        """One DefaultAzureCredential per process (managed identity in Azure, developer login locally)."""
+        with self._lock:
+            if self._credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                self._credential = DefaultAzureCredential(managed_identity_client_id=self.settings.client_id)
+            return self._credential
+
+    @property
+    def token_source(self) -> TokenSource:
+        with self._lock:
+            if self._token_source is None:
+                self._token_source = build_token_source(self.settings, self.credential)
+            return self._token_source
+
+    @property
+    def policy(self) -> GroupPolicy:
+        with self._lock:
+            if self._policy is None:
+                self._policy = GroupPolicy(self.settings.groups)
+            return self._policy
+
+    @property
+    def identifier(self) -> CallerIdentifier:
+        with self._lock:
+            if self._identifier is None:
+                self._identifier = build_identifier(self.settings)
+            return self._identifier
+
+    @property
+    def negotiator(self) -> Negotiator:
+        with self._lock:
+            if self._negotiator is None:
+                self._negotiator = Negotiator(
+                    identifier=self.identifier,
+                    policy=self.policy,
+                    tokens=self.token_source,
+                    lifetime_minutes=self.settings.token_lifetime_minutes,
+                )
+            return self._negotiator
+
+
+def build_token_source(settings: Settings, credential: Callable[[], TokenCredential]) -> TokenSource:
+    if settings.credential is CredentialMode.CONNECTION_STRING:
+        assert settings.access_key is not None  # guaranteed by load_settings
+        return KeyTokenSource(settings.endpoint, settings.hub, settings.access_key)
+    if settings.credential is CredentialMode.KEY_VAULT:
+        assert settings.keyvault_uri is not None
+        assert settings.key_secret_name is not None
+        return KeyVaultTokenSource(
+            endpoint=settings.endpoint,
+            hub=settings.hub,
+            vault_uri=settings.keyvault_uri,
+            secret_name=settings.key_secret_name,
+            refresh_seconds=settings.keyvault_refresh_seconds,
+            credential_provider=credential,
+        )
+    return EntraTokenSource(endpoint=settings.endpoint, hub=settings.hub, credential_provider=credential)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, built on first use; raises ConfigError while settings are invalid."""
+    global _runtime
+    if _runtime is None:
+        settings = get_settings()
+        with _lock:
+            if _runtime is None:
+                _runtime = Runtime(settings)
+    return _runtime
+
+
+def use_runtime(runtime: Runtime | None) -> None:
+    """Install a runtime (tests, the local host), or None to rebuild from the environment."""
+    global _runtime
+    with _lock:
+        _runtime = runtime

@@ -1,0 +1,382 @@
+"""Token sources: where client access tokens, and the keys that sign events, come from.
+
+Negotiate only sees the `TokenSource` interface, so it never knows which of the three is in use:
+
+- `KeyTokenSource` (connectionstring): signs an HS256 token locally with the SDK; no network.
+- `KeyVaultTokenSource` (keyvault): the same, with the access key read from Key Vault, cached,
+  refreshed in the background after a TTL, and kept in use when Key Vault is unreachable.
+- `EntraTokenSource` (entra): the SDK asks the service's generateToken API with a managed
+  identity; the app holds no key at all.
+
+The Azure SDKs are imported on first use, and each client is created once and reused, so
+importing this module costs nothing at cold start and requests share connections and token caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.config import parse_connection_string
+from shared.errors import ConfigError, DependencyUnavailable
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.keyvault.secrets import SecretClient
+    from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+logger = logging.getLogger(__name__)
+
+# Dependencies must fail fast: a negotiate call that waits minutes helps nobody. These are passed
+# to every Azure SDK client (azure-core transport and retry options).
+SDK_CLIENT_OPTIONS: dict[str, Any] = {
+    "connection_timeout": 5,
+    "read_timeout": 10,
+    "retry_total": 2,
+    "retry_backoff_factor": 0.2,
+    "retry_backoff_max": 2,
+}
+
+CredentialProvider = Callable[[], "TokenCredential"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAccess:
+    """What negotiate returns: the URL a client connects to and when its token expires."""
+
+    base_url: str
+    token: str = field(repr=False)
+    url: str = field(repr=False)
+    expires_on: datetime
+
+
+class TokenSource(Protocol):
+    """The one interface negotiate, the event handler and health use, whatever the credential."""
+
+    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+        """A client access URL for `user_id` with exactly these roles, joining `groups` at connect."""
+        ...
+
+    def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
+        """The access keys events are signed with (none in entra mode); `refresh` re-reads them."""
+        ...
+
+
+def describe_azure_error(error: BaseException) -> str:
+    """A one-line, secret-free description of an Azure SDK failure for the log."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    prefix = type(error).__name__ + (f" (HTTP {status})" if status else "")
+    return f"{prefix}: {text}" if text else prefix
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class KeyTokenSource:
+    """HS256 tokens signed locally with an access key (connectionstring mode, and Key Vault's key)."""
+
+    def __init__(self, endpoint: str, hub: str, key: str):
+        self._endpoint = endpoint
+        self._hub = hub
+        self._key = key
+        self._client: WebPubSubServiceClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def _service_client(self) -> WebPubSubServiceClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    from azure.core.credentials import AzureKeyCredential
+                    from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+                    self._client = WebPubSubServiceClient(
+                        endpoint=self._endpoint,
+                        hub=self._hub,
+                        credential=AzureKeyCredential(self._key),
+                        **SDK_CLIENT_OPTIONS,
+                    )
+        return self._client
+
+    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+        # Taken before signing, so the reported expiry is never later than the token's `exp`.
+        issued = _now()
+        result = self._service_client().get_client_access_token(
+            user_id=user_id, roles=list(roles), groups=list(groups), minutes_to_expire=minutes
+        )
+        return ClientAccess(
+            base_url=result["baseUrl"],
+            token=result["token"],
+            url=result["url"],
+            expires_on=issued + timedelta(minutes=minutes),
+        )
+
+    def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
+        return (self._key,)
+
+
+def key_from_secret(value: str | None, endpoint: str) -> str:
+    """The access key from a Key Vault secret holding either the bare key or a connection string."""
+    text = (value or "").strip()
+    if not text:
+        raise ConfigError("WEBPUBSUB_KEY_SECRET_NAME", "the secret is empty")
+    if "accesskey=" not in text.lower():
+        return text
+    try:
+        secret_endpoint, key = parse_connection_string(text)
+    except ConfigError as error:
+        raise ConfigError(
+            "WEBPUBSUB_KEY_SECRET_NAME", f"the secret holds a malformed connection string ({error.reason})"
+        ) from None
+    if secret_endpoint != endpoint:
+        raise ConfigError(
+            "WEBPUBSUB_KEY_SECRET_NAME",
+            f"the secret's connection string is for {secret_endpoint}, but WEBPUBSUB_ENDPOINT is {endpoint}",
+        )
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVaultStatus:
+    """What health reports about the cached key: whether there is one, its age, the last failure."""
+
+    has_key: bool
+    age_seconds: float | None
+    last_error: str | None
+
+
+class KeyVaultTokenSource:
+    """Access key read from Key Vault; never one Key Vault read per request.
+
+    The first use reads the secret (blocking; 503 if Key Vault is down). After
+    `refresh_seconds`, the next request starts one background re-read and keeps issuing with the
+    cached key meanwhile; if Key Vault is unreachable the cached key stays in use and health reports
+    the failure. After a failure no read is tried for `retry_seconds`. `access_keys(refresh=True)`
+    (a signature mismatch, e.g. after rotation) re-reads at most once per `forced_refresh_seconds`,
+    so forged events cannot flood Key Vault.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        hub: str,
+        vault_uri: str,
+        secret_name: str,
+        refresh_seconds: float,
+        credential_provider: CredentialProvider,
+        secret_client_factory: Callable[[], SecretClient] | None = None,
+        retry_seconds: float = 5.0,
+        forced_refresh_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._endpoint = endpoint
+        self._hub = hub
+        self._vault_uri = vault_uri
+        self._secret_name = secret_name
+        self._refresh_seconds = refresh_seconds
+        self._retry_seconds = retry_seconds
+        self._forced_refresh_seconds = forced_refresh_seconds
+        self._credential_provider = credential_provider
+        self._secret_client_factory = secret_client_factory
+        self._clock = clock
+        self._client: SecretClient | None = None
+        self._signer: KeyTokenSource | None = None
+        self._read_at: float | None = None  # last successful read
+        self._attempted_at: float | None = None  # last read, successful or not
+        self._last_error: str | None = None
+        self._refreshing = threading.Lock()  # at most one read at a time
+        self.reads = 0  # Key Vault reads so far; health and the tests read it
+
+    def _secret_client(self) -> SecretClient:
+        if self._client is None:
+            if self._secret_client_factory is not None:
+                self._client = self._secret_client_factory()
+            else:
+                from azure.keyvault.secrets import SecretClient
+
+                self._client = SecretClient(
+                    vault_url=self._vault_uri, credential=self._credential_provider(), **SDK_CLIENT_OPTIONS
+                )
+        return self._client
+
+    def _read(self) -> None:
+        """Read the secret once (caller holds `_refreshing`); on success swap in a signer for the key."""
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+
+        self.reads += 1
+        self._attempted_at = self._clock()
+        try:
+            secret = self._secret_client().get_secret(self._secret_name)
+            key = key_from_secret(secret.value, self._endpoint)
+        except ResourceNotFoundError:
+            raise self._failed(f"secret {self._secret_name!r} does not exist in {self._vault_uri}") from None
+        except HttpResponseError as error:
+            hint = ""
+            if error.status_code == 403:
+                hint = " (the app's identity needs the Key Vault Secrets User role on the vault)"
+            raise self._failed(describe_azure_error(error) + hint) from None
+        except AzureError as error:
+            raise self._failed(describe_azure_error(error)) from None
+        except ConfigError as error:
+            self._last_error = error.log_message
+            raise
+        if self._signer is None or self._signer.key != key:
+            if self._signer is not None:
+                logger.info("The Web PubSub access key in Key Vault changed; issuing with the new key")
+            self._signer = KeyTokenSource(self._endpoint, self._hub, key)
+        self._read_at = self._attempted_at
+        self._last_error = None
+
+    def _failed(self, detail: str) -> DependencyUnavailable:
+        self._last_error = detail
+        return DependencyUnavailable("Key Vault", detail, retry_after_seconds=max(1, round(self._retry_seconds)))
+
+    def _since(self, moment: float | None) -> float:
+        return float("inf") if moment is None else self._clock() - moment
+
+    def _refresh_due(self) -> bool:
+        return self._since(self._read_at) >= self._refresh_seconds and (
+            self._since(self._attempted_at) >= self._retry_seconds
+        )
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self._read()
+        except (DependencyUnavailable, ConfigError) as error:
+            logger.warning("Key Vault refresh failed; still issuing with the cached key: %s", error.log_message)
+        finally:
+            self._refreshing.release()
+
+    def _current(self) -> KeyTokenSource:
+        signer = self._signer
+        if signer is not None:
+            if self._refresh_due() and self._refreshing.acquire(blocking=False):
+                threading.Thread(target=self._refresh_in_background, name="keyvault-refresh", daemon=True).start()
+            return signer
+        with self._refreshing:
+            if self._signer is None:
+                if self._since(self._attempted_at) < self._retry_seconds and self._last_error:
+                    raise self._failed(self._last_error)
+                self._read()
+            assert self._signer is not None  # _read either set it or raised
+            return self._signer
+
+    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+        return self._current().client_access(user_id=user_id, roles=roles, groups=groups, minutes=minutes)
+
+    def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
+        if (
+            refresh
+            and self._signer is not None
+            and self._since(self._attempted_at) >= self._forced_refresh_seconds
+            and self._refreshing.acquire(blocking=False)
+        ):
+            try:
+                self._read()
+            except (DependencyUnavailable, ConfigError) as error:
+                logger.warning("Key Vault re-read after a signature mismatch failed: %s", error.log_message)
+            finally:
+                self._refreshing.release()
+        return self._current().access_keys()
+
+    def status(self) -> KeyVaultStatus:
+        return KeyVaultStatus(
+            has_key=self._signer is not None,
+            age_seconds=None if self._read_at is None else self._since(self._read_at),
+            last_error=self._last_error,
+        )
+
+
+class EntraTokenSource:
+    """Tokens from the service's generateToken API, authorized by the app's managed identity."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        hub: str,
+        credential_provider: CredentialProvider,
+        client_factory: Callable[[], WebPubSubServiceClient] | None = None,
+    ):
+        self._endpoint = endpoint
+        self._hub = hub
+        self._credential_provider = credential_provider
+        self._client_factory = client_factory
+        self._client: WebPubSubServiceClient | None = None
+        self._lock = threading.Lock()
+
+    def _service_client(self) -> WebPubSubServiceClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    if self._client_factory is not None:
+                        self._client = self._client_factory()
+                    else:
+                        from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+                        self._client = WebPubSubServiceClient(
+                            endpoint=self._endpoint,
+                            hub=self._hub,
+                            credential=self._credential_provider(),
+                            # Plain http is only accepted by configuration for a local service on loopback.
+                            enforce_https=self._endpoint.startswith("https://"),
+                            **SDK_CLIENT_OPTIONS,
+                        )
+        return self._client
+
+    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+        from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+
+        issued = _now()
+        try:
+            result = self._service_client().get_client_access_token(
+                user_id=user_id, roles=list(roles), groups=list(groups), minutes_to_expire=minutes
+            )
+        except ClientAuthenticationError as error:
+            if error.response is None:
+                raise DependencyUnavailable(
+                    "Entra ID", f"the managed identity could not get a token: {describe_azure_error(error)}"
+                ) from None
+            raise DependencyUnavailable(
+                "Web PubSub", f"the service refused the identity's token: {describe_azure_error(error)}"
+            ) from None
+        except HttpResponseError as error:
+            hints = {
+                403: " (the app's identity needs the Web PubSub Service Owner role)",
+                404: " (check WEBPUBSUB_ENDPOINT and WEBPUBSUB_HUB)",
+            }
+            detail = describe_azure_error(error) + hints.get(error.status_code or 0, "")
+            raise DependencyUnavailable("Web PubSub", detail) from None
+        except AzureError as error:
+            raise DependencyUnavailable("Web PubSub", describe_azure_error(error)) from None
+        return ClientAccess(
+            base_url=result["baseUrl"],
+            token=result["token"],
+            url=result["url"],
+            expires_on=_token_expiry(result["token"]) or issued + timedelta(minutes=minutes),
+        )
+
+    def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
+        return ()
+
+
+def _token_expiry(token: str) -> datetime | None:
+    """The `exp` the service wrote into a token it issued (read, not verified: we only report it)."""
+    import jwt
+
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError):
+        return None

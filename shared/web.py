@@ -1,0 +1,68 @@
+"""Framework-neutral HTTP request and response values.
+
+The application logic speaks these instead of `azure.functions` types so that it can be tested
+and reused without the Functions runtime; `shared.adapter` converts at the edge.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import AppError
+
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+# Sent with every JSON answer: tokens and errors must never be cached or sniffed as HTML.
+_JSON_HEADERS: Mapping[str, str] = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request. Header names are lower-case; repeated header lines are joined with ','."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Sequence[tuple[str, str]] = ()
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def query_values(self, name: str) -> list[str]:
+        """All values of a repeated query parameter, in order."""
+        return [value for key, value in self.query if key == name]
+
+    def query_value(self, name: str) -> str | None:
+        values = self.query_values(name)
+        return values[0] if values else None
+
+    @property
+    def content_type(self) -> str:
+        """The media type without parameters, lower-case ('' when absent)."""
+        raw = self.header("content-type") or ""
+        return raw.split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One HTTP response; `content_type` is the full Content-Type header value, if any."""
+
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+
+def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return Response(status, body, {**_JSON_HEADERS, **(headers or {})}, JSON_CONTENT_TYPE)
+
+
+def error_response(error: AppError) -> Response:
+    """Render an AppError as `{"error": {"code", "message"}}` with its status and headers."""
+    payload = {"error": {"code": error.code, "message": error.public_message}}
+    return json_response(error.status, payload, error.headers)

@@ -1,0 +1,273 @@
+"""Configuration: every mode loads; every missing or invalid setting is refused by name."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from shared.config import (
+    SETTING_NAMES,
+    CredentialMode,
+    EventAuth,
+    NegotiateAuth,
+    get_settings,
+    load_settings,
+    parse_connection_string,
+)
+from shared.errors import ConfigError
+from tests.conftest import LOCAL_ENVIRON
+from tests.fakes import EMULATOR_KEY
+
+KEYVAULT_ENVIRON = {
+    "WEBPUBSUB_CREDENTIAL": "keyvault",
+    "WEBPUBSUB_ENDPOINT": "https://contoso.webpubsub.azure.com",
+    "KEYVAULT_URI": "https://contoso-kv.vault.azure.net/",
+    "WEBPUBSUB_KEY_SECRET_NAME": "webpubsub-access-key",
+    "NEGOTIATE_AUTH": "appservice",
+    "WEBSITE_AUTH_ENABLED": "True",
+}
+ENTRA_ENVIRON = {
+    "WEBPUBSUB_CREDENTIAL": "entra",
+    "WEBPUBSUB_ENDPOINT": "https://contoso.webpubsub.azure.com/",
+    "NEGOTIATE_AUTH": "bearer",
+    "NEGOTIATE_BEARER_ISSUER": "https://login.microsoftonline.com/tenant/v2.0",
+    "NEGOTIATE_BEARER_AUDIENCE": "api://negotiate",
+    "EVENTHANDLER_AUTH": "bearer",
+    "EVENTHANDLER_BEARER_ISSUER": "https://sts.windows.net/tenant/",
+    "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
+    "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+}
+
+
+def refused(environ: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+    return caught.value
+
+
+def test_connection_string_mode_loads_with_defaults() -> None:
+    """Local development needs three settings; everything else has a documented default."""
+    settings = load_settings(LOCAL_ENVIRON)
+    assert settings.credential is CredentialMode.CONNECTION_STRING
+    assert settings.endpoint == "http://localhost:8080"
+    assert settings.access_key == EMULATOR_KEY
+    assert settings.hub == "chat"
+    assert settings.groups == ("chat",)
+    assert settings.token_lifetime_minutes == 60
+    assert settings.event_auth is EventAuth.SIGNATURE
+    assert settings.allowed_origins == ("localhost",)
+    assert settings.max_event_body_bytes == 1024 * 1024
+    assert settings.health_deadline_seconds == 2.0
+    assert settings.health_cache_seconds == 10.0
+    assert settings.client_page_enabled is True
+
+
+def test_keyvault_mode_loads() -> None:
+    settings = load_settings(KEYVAULT_ENVIRON)
+    assert settings.credential is CredentialMode.KEY_VAULT
+    assert settings.endpoint == "https://contoso.webpubsub.azure.com"
+    assert settings.keyvault_uri == "https://contoso-kv.vault.azure.net/"
+    assert settings.key_secret_name == "webpubsub-access-key"
+    assert settings.access_key is None
+    assert settings.negotiate_auth is NegotiateAuth.APP_SERVICE
+    assert settings.development_shortcuts == ()
+
+
+def test_entra_mode_loads_with_bearer_on_both_sides() -> None:
+    settings = load_settings(ENTRA_ENVIRON)
+    assert settings.credential is CredentialMode.ENTRA
+    assert settings.endpoint == "https://contoso.webpubsub.azure.com"
+    assert settings.client_id == "11111111-2222-3333-4444-555555555555"
+    assert settings.negotiate_bearer is not None
+    assert settings.negotiate_bearer.audience == "api://negotiate"
+    assert settings.event_bearer is not None
+    assert settings.event_bearer.issuer == "https://sts.windows.net/tenant/"
+    assert settings.development_shortcuts == ()
+
+
+def test_access_key_is_not_in_repr() -> None:
+    """Settings end up in debug logs; the key must not."""
+    assert EMULATOR_KEY not in repr(load_settings(LOCAL_ENVIRON))
+
+
+def test_values_are_trimmed_and_modes_case_insensitive() -> None:
+    settings = load_settings({**LOCAL_ENVIRON, "WEBPUBSUB_CREDENTIAL": " ConnectionString ", "WEBPUBSUB_HUB": " room "})
+    assert settings.credential is CredentialMode.CONNECTION_STRING
+    assert settings.hub == "room"
+
+
+@pytest.mark.parametrize(
+    ("environ", "setting", "words"),
+    [
+        ({}, "WEBPUBSUB_CREDENTIAL", "connectionstring, keyvault, entra"),
+        ({"WEBPUBSUB_CREDENTIAL": "key"}, "WEBPUBSUB_CREDENTIAL", "not 'key'"),
+        ({"WEBPUBSUB_CREDENTIAL": "connectionstring"}, "WEBPUBSUB_CONNECTION_STRING", "required"),
+        ({**KEYVAULT_ENVIRON, "WEBPUBSUB_ENDPOINT": ""}, "WEBPUBSUB_ENDPOINT", "required"),
+        ({**KEYVAULT_ENVIRON, "KEYVAULT_URI": ""}, "KEYVAULT_URI", "required"),
+        ({**KEYVAULT_ENVIRON, "KEYVAULT_URI": "contoso-kv"}, "KEYVAULT_URI", "https://<vault-name>"),
+        ({**KEYVAULT_ENVIRON, "KEYVAULT_URI": "https://kv.vault.azure.net/secrets/x"}, "KEYVAULT_URI", "no path"),
+        ({**KEYVAULT_ENVIRON, "WEBPUBSUB_KEY_SECRET_NAME": ""}, "WEBPUBSUB_KEY_SECRET_NAME", "required"),
+        ({**KEYVAULT_ENVIRON, "WEBPUBSUB_KEY_SECRET_NAME": "a_b"}, "WEBPUBSUB_KEY_SECRET_NAME", "dashes"),
+        ({**ENTRA_ENVIRON, "WEBPUBSUB_ENDPOINT": "http://contoso.webpubsub.azure.com"}, "WEBPUBSUB_ENDPOINT", "https"),
+        ({**ENTRA_ENVIRON, "WEBPUBSUB_ENDPOINT": "contoso.webpubsub.azure.com"}, "WEBPUBSUB_ENDPOINT", "https://"),
+        ({**ENTRA_ENVIRON, "WEBPUBSUB_ENDPOINT": "https://x.webpubsub.azure.com/api"}, "WEBPUBSUB_ENDPOINT", "path"),
+        ({**ENTRA_ENVIRON, "WEBPUBSUB_ENDPOINT": "https://x:99999"}, "WEBPUBSUB_ENDPOINT", "not a valid URL"),
+        ({**LOCAL_ENVIRON, "WEBPUBSUB_HUB": "1chat"}, "WEBPUBSUB_HUB", "start with a letter"),
+        ({**LOCAL_ENVIRON, "WEBPUBSUB_HUB": "chat room"}, "WEBPUBSUB_HUB", "start with a letter"),
+        ({**LOCAL_ENVIRON, "WEBPUBSUB_HUB": "c" * 129}, "WEBPUBSUB_HUB", "128"),
+        ({**LOCAL_ENVIRON, "NEGOTIATE_AUTH": "basic"}, "NEGOTIATE_AUTH", "appservice, bearer, anonymous"),
+        ({**LOCAL_ENVIRON, "NEGOTIATE_AUTH": "bearer"}, "NEGOTIATE_BEARER_ISSUER", "required"),
+        (
+            {**LOCAL_ENVIRON, "NEGOTIATE_AUTH": "bearer", "NEGOTIATE_BEARER_ISSUER": "https://issuer.example"},
+            "NEGOTIATE_BEARER_AUDIENCE",
+            "required",
+        ),
+        (
+            {**LOCAL_ENVIRON, "NEGOTIATE_AUTH": "bearer", "NEGOTIATE_BEARER_ISSUER": "http://issuer.example"},
+            "NEGOTIATE_BEARER_ISSUER",
+            "https",
+        ),
+        ({**LOCAL_ENVIRON, "TOKEN_LIFETIME_MINUTES": "0"}, "TOKEN_LIFETIME_MINUTES", "from 1 to 1440"),
+        ({**LOCAL_ENVIRON, "TOKEN_LIFETIME_MINUTES": "1441"}, "TOKEN_LIFETIME_MINUTES", "from 1 to 1440"),
+        ({**LOCAL_ENVIRON, "TOKEN_LIFETIME_MINUTES": "1h"}, "TOKEN_LIFETIME_MINUTES", "whole number"),
+        ({**LOCAL_ENVIRON, "NEGOTIATE_GROUPS": "a," + "g" * 1025}, "NEGOTIATE_GROUPS", "1024"),
+        ({**LOCAL_ENVIRON, "EVENTHANDLER_AUTH": "token"}, "EVENTHANDLER_AUTH", "signature, bearer"),
+        ({**ENTRA_ENVIRON, "EVENTHANDLER_AUTH": ""}, "EVENTHANDLER_AUTH", "no key"),
+        ({**ENTRA_ENVIRON, "EVENTHANDLER_AUTH": "signature"}, "EVENTHANDLER_AUTH", "access key"),
+        ({**LOCAL_ENVIRON, "EVENTHANDLER_AUTH": "appservice"}, "EVENTHANDLER_AUTH", "WEBSITE_AUTH_ENABLED"),
+        ({**LOCAL_ENVIRON, "WEBPUBSUB_ALLOWED_ORIGINS": "https://x.com"}, "WEBPUBSUB_ALLOWED_ORIGINS", "host names"),
+        ({**LOCAL_ENVIRON, "EVENTHANDLER_MAX_BODY_BYTES": "10"}, "EVENTHANDLER_MAX_BODY_BYTES", "from 1024"),
+        ({**LOCAL_ENVIRON, "HEALTH_DEADLINE_SECONDS": "nan"}, "HEALTH_DEADLINE_SECONDS", "from 0.1 to 30"),
+        ({**LOCAL_ENVIRON, "HEALTH_CACHE_SECONDS": "soon"}, "HEALTH_CACHE_SECONDS", "a number"),
+        ({**LOCAL_ENVIRON, "CLIENT_PAGE_ENABLED": "maybe"}, "CLIENT_PAGE_ENABLED", "true or false"),
+        ({**LOCAL_ENVIRON, "KEYVAULT_REFRESH_SECONDS": "1"}, "KEYVAULT_REFRESH_SECONDS", "from 5"),
+    ],
+)
+def test_invalid_setting_is_named(environ: dict[str, str], setting: str, words: str) -> None:
+    """The error names the one setting to fix and says what a valid value looks like."""
+    error = refused(environ)
+    assert error.setting == setting
+    assert str(error).startswith(setting)
+    assert words in error.reason
+
+
+def test_appservice_negotiate_requires_platform_authentication() -> None:
+    """Without App Service Authentication anybody could send X-MS-CLIENT-PRINCIPAL-ID."""
+    environ = {**KEYVAULT_ENVIRON}
+    del environ["WEBSITE_AUTH_ENABLED"]
+    error = refused(environ)
+    assert error.setting == "NEGOTIATE_AUTH"
+    assert "WEBSITE_AUTH_ENABLED" in error.reason
+    del environ["NEGOTIATE_AUTH"]  # appservice is the default, and the default is refused the same way
+    assert refused(environ).setting == "NEGOTIATE_AUTH"
+
+
+@pytest.mark.parametrize(
+    "connection_string",
+    [
+        "Endpoint=http://localhost:8080;Port=8080;AccessKey=k;Version=1.0;",
+        "Endpoint=http://localhost:8080/;AccessKey=k;Port=8080",
+    ],
+)
+def test_port_given_twice_is_refused_with_the_fix(connection_string: str) -> None:
+    error = refused({**LOCAL_ENVIRON, "WEBPUBSUB_CONNECTION_STRING": connection_string})
+    assert error.setting == "WEBPUBSUB_CONNECTION_STRING"
+    assert "port twice" in error.reason
+    assert "Keep the port in Endpoint only" in error.reason
+
+
+def test_port_given_once_as_port_is_folded_into_the_endpoint() -> None:
+    endpoint, key = parse_connection_string("Endpoint=http://localhost;Port=8080;AccessKey=k;Version=1.0")
+    assert (endpoint, key) == ("http://localhost:8080", "k")
+
+
+@pytest.mark.parametrize(
+    ("connection_string", "words"),
+    [
+        ("AccessKey=k", "no Endpoint"),
+        ("Endpoint=https://x.webpubsub.azure.com", "no AccessKey"),
+        ("Endpoint=https://x.webpubsub.azure.com;garbage", "Key=Value"),
+        ("Endpoint=https://x.webpubsub.azure.com;AuthType=aad", "entra"),
+        ("Endpoint=ftp://x;AccessKey=k", "https://"),
+    ],
+)
+def test_malformed_connection_string_never_echoes_the_key(connection_string: str, words: str) -> None:
+    secret_key = "S3cretKeyValue+/="
+    error = refused(
+        {
+            **LOCAL_ENVIRON,
+            "WEBPUBSUB_CONNECTION_STRING": connection_string.replace("AccessKey=k", f"AccessKey={secret_key}"),
+        }
+    )
+    assert error.setting == "WEBPUBSUB_CONNECTION_STRING"
+    assert words in error.reason
+    assert secret_key not in str(error)
+
+
+def test_access_key_with_equals_signs_survives_parsing() -> None:
+    _, key = parse_connection_string("Endpoint=https://x.webpubsub.azure.com;AccessKey=abc==;Version=1.0;")
+    assert key == "abc=="
+
+
+def test_groups_are_split_trimmed_and_deduplicated() -> None:
+    assert load_settings({**LOCAL_ENVIRON, "NEGOTIATE_GROUPS": " a, b ,a,,c "}).groups == ("a", "b", "c")
+    assert load_settings({**LOCAL_ENVIRON, "NEGOTIATE_GROUPS": ""}).groups == ()
+
+
+def test_allowed_origins_start_with_the_service_host() -> None:
+    settings = load_settings(
+        {**KEYVAULT_ENVIRON, "WEBPUBSUB_ALLOWED_ORIGINS": "Custom.Example.com, contoso.webpubsub.azure.com"}
+    )
+    assert settings.allowed_origins == ("contoso.webpubsub.azure.com", "custom.example.com")
+
+
+def test_development_shortcuts_are_listed() -> None:
+    settings = load_settings({**LOCAL_ENVIRON, "EVENTHANDLER_AUTH": "none"})
+    shortcuts = " ".join(settings.development_shortcuts)
+    assert "WEBPUBSUB_CREDENTIAL=connectionstring" in shortcuts
+    assert "NEGOTIATE_AUTH=anonymous" in shortcuts
+    assert "EVENTHANDLER_AUTH=none" in shortcuts
+
+
+def test_every_setting_read_is_a_public_name() -> None:
+    """SETTING_NAMES is what infra and the diagnostics check against; keep it complete."""
+    read: set[str] = set()
+
+    class Recording(dict[str, str]):
+        def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+            read.add(key)
+            return super().get(key, default)
+
+        def __contains__(self, key: object) -> bool:
+            read.add(str(key))
+            return super().__contains__(key)
+
+    for environ in (LOCAL_ENVIRON, KEYVAULT_ENVIRON, ENTRA_ENVIRON):
+        load_settings(Recording(environ))
+    platform = {"WEBSITE_AUTH_ENABLED"}
+    assert read - platform <= SETTING_NAMES
+    assert {"WEBPUBSUB_HUB", "NEGOTIATE_GROUPS", "TOKEN_LIFETIME_MINUTES"} <= read
+
+
+def test_get_settings_loads_once_and_warns_about_shortcuts(caplog: pytest.LogCaptureFixture) -> None:
+    os.environ.update(LOCAL_ENVIRON)
+    with caplog.at_level(logging.WARNING, logger="shared.config"):
+        first = get_settings()
+        os.environ["WEBPUBSUB_HUB"] = "changed"
+        assert get_settings() is first
+    assert first.hub == "chat"
+    warnings = [record.getMessage() for record in caplog.records]
+    assert any("NEGOTIATE_AUTH=anonymous" in message for message in warnings)
+    assert len(warnings) == len(first.development_shortcuts)
+
+
+def test_get_settings_remembers_and_reraises_a_config_error(caplog: pytest.LogCaptureFixture) -> None:
+    os.environ.pop("WEBPUBSUB_CREDENTIAL", None)
+    with caplog.at_level(logging.ERROR, logger="shared.config"), pytest.raises(ConfigError) as first:
+        get_settings()
+    with pytest.raises(ConfigError) as second:
+        get_settings()
+    assert first.value.setting == second.value.setting == "WEBPUBSUB_CREDENTIAL"
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
