@@ -1,0 +1,146 @@
+"""Run any ASGI application under uvicorn in a background thread.
+
+The local stack (local Functions host, local Web PubSub service) and the tests that drive it
+need real servers on real ports, started and stopped from ordinary synchronous code. This
+helper is the one place that knows how to do that:
+
+    server = ServerThread(app, port=0)        # binds now, so server.port is known at once
+    server.start()                            # returns when uvicorn accepts connections
+    ...  httpx.get(server.base_url + "/...")
+    server.stop()                             # graceful, bounded by ``shutdown_timeout``
+
+or as a context manager: ``with ServerThread(app) as server: ...``.
+
+The socket is bound in the constructor, before uvicorn starts, so that two servers that need
+each other's URLs (the host needs the service's connection string, the service needs the
+host's event handler URL) can both be created on free ports first and started afterwards.
+Extra keyword arguments go to ``uvicorn.Config`` unchanged (for example ``ws_max_size`` or
+``access_log=True``). Logging is left to the caller: by default uvicorn does not install its
+own logging configuration, so its records flow to whatever the process configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["ServerStartError", "ServerThread", "bind_socket"]
+
+
+class ServerStartError(RuntimeError):
+    """The server did not come up (startup failed or timed out)."""
+
+
+class _ReadySignallingServer(uvicorn.Server):
+    """A uvicorn server that tells another thread when it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._ready.set()
+
+
+class ServerThread:
+    """One uvicorn server for one ASGI app, running in a daemon thread of this process."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        name: str = "asgi",
+        shutdown_timeout: float = 5.0,
+        **uvicorn_options: Any,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self._socket = bind_socket(host, port)
+        self.port: int = self._socket.getsockname()[1]
+        options: dict[str, Any] = {
+            "log_config": None,
+            "access_log": False,
+            "lifespan": "on",
+            "timeout_graceful_shutdown": shutdown_timeout,
+        }
+        options.update(uvicorn_options)
+        config = uvicorn.Config(app, **options)
+        self._ready = threading.Event()
+        self._server = _ReadySignallingServer(config, self._ready)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-server", daemon=True)
+        self._failure: BaseException | None = None
+        self._shutdown_timeout = shutdown_timeout
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` as clients on this machine should use it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and self._server.started
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        """Start serving; return once the server accepts connections, or raise ServerStartError."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise ServerStartError(f"{self.name} server did not start within {timeout} s")
+        if not self._server.started:
+            self._thread.join(self._shutdown_timeout)
+            raise ServerStartError(f"{self.name} server failed to start") from self._failure
+        return self
+
+    def stop(self) -> None:
+        """Ask uvicorn to shut down gracefully and wait for the thread to finish."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(self._shutdown_timeout + 5.0)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(5.0)
+        self._socket.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            # A fresh event loop per thread: uvicorn's own run() would install signal handlers,
+            # which only the main thread may do.
+            asyncio.run(self._server.serve(sockets=[self._socket]))
+        except BaseException as error:  # SystemExit from a failed lifespan startup included
+            self._failure = error
+        finally:
+            self._ready.set()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (0 = a free port), for uvicorn's ``sockets=``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,140 @@
+"""``python -m devstack.webpubsub``: run the local Web PubSub service in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from ..servers import bind_socket
+from .app import CONNECTIONS_PATH, UPSTREAM_LOG_PATH, LocalWebPubSub, connection_string
+from .identity import IDENTITY_PATH
+from .settings import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_EVENT_HANDLER_URL,
+    DEFAULT_IDENTITY_HEADER,
+    DEFAULT_PORT,
+    SYSTEM_EVENTS,
+    EventHandlerSettings,
+    ServiceSettings,
+)
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.webpubsub",
+        description="Local Web PubSub service for development. Production uses Azure Web PubSub.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--access-key",
+        default=DEFAULT_ACCESS_KEY,
+        help="access key for tokens and signatures (default: the official emulator's public key)",
+    )
+    parser.add_argument(
+        "--hub",
+        action="append",
+        dest="hubs",
+        metavar="HUB",
+        help="hub the event handler serves; repeat for several (default: every hub)",
+    )
+    parser.add_argument(
+        "--event-handler",
+        default=DEFAULT_EVENT_HANDLER_URL,
+        metavar="URL_TEMPLATE",
+        help="event handler URL; may contain {hub} and {event} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--system-events",
+        default=",".join(SYSTEM_EVENTS),
+        help="comma-separated system events to send upstream (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--user-events", default="*", help="user events to send upstream: *, names or wildcards (default: %(default)s)"
+    )
+    parser.add_argument("--no-event-handler", action="store_true", help="send no events upstream at all")
+    parser.add_argument(
+        "--identity-header",
+        default=DEFAULT_IDENTITY_HEADER,
+        help="IDENTITY_HEADER value the local managed-identity endpoint expects (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def settings_from(arguments: argparse.Namespace) -> ServiceSettings:
+    handlers: tuple[EventHandlerSettings, ...] = ()
+    if not arguments.no_event_handler:
+        system_events = frozenset(name.strip() for name in arguments.system_events.split(",") if name.strip())
+        handlers = (
+            EventHandlerSettings(
+                url_template=arguments.event_handler,
+                system_events=system_events,
+                user_event_pattern=arguments.user_events,
+                hubs=frozenset(arguments.hubs) if arguments.hubs else None,
+            ),
+        )
+    return ServiceSettings(
+        access_key=arguments.access_key, event_handlers=handlers, identity_header=arguments.identity_header
+    )
+
+
+def banner(settings: ServiceSettings, endpoint: str) -> str:
+    lines = [
+        "Local Web PubSub service: a development tool. Production uses Azure Web PubSub.",
+        f"  Connection string: {connection_string(endpoint, settings.access_key)}",
+    ]
+    for handler in settings.event_handlers:
+        hubs = ", ".join(sorted(handler.hubs)) if handler.hubs else "every hub"
+        events = ", ".join(sorted(handler.system_events)) or "none"
+        lines.append(
+            f"  Event handler:     {handler.url_template} ({hubs}; system events: {events}; "
+            f"user events: {handler.user_event_pattern or 'none'})"
+        )
+    if not settings.event_handlers:
+        lines.append("  Event handler:     none (no events are sent upstream)")
+    lines += [
+        f"  Managed identity:  IDENTITY_ENDPOINT={endpoint}{IDENTITY_PATH} IDENTITY_HEADER={settings.identity_header}",
+        f"  Upstream log:      {endpoint}{UPSTREAM_LOG_PATH}   connections: {endpoint}{CONNECTIONS_PATH}",
+    ]
+    return "\n".join(lines)
+
+
+def _public_host(listen_host: str) -> str:
+    """The host name to advertise: ``localhost`` for loopback and wildcard binds, as the emulator does."""
+    if listen_host == "localhost":
+        return listen_host
+    try:
+        address = ipaddress.ip_address(listen_host)
+    except ValueError:
+        return listen_host
+    return "localhost" if address.is_loopback or address.is_unspecified else listen_host
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    try:
+        settings = settings_from(arguments)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    service = LocalWebPubSub(settings)
+    sock = bind_socket(arguments.host, arguments.port)
+    public_host = _public_host(arguments.host)
+    print(banner(settings, f"http://{public_host}:{sock.getsockname()[1]}"), flush=True)
+    config = uvicorn.Config(service.app, log_config=None, access_log=False, **service.uvicorn_options)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])  # in the main thread, so Ctrl+C stops it gracefully
+    except KeyboardInterrupt:  # uvicorn re-raises the interrupt once it has shut down cleanly
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""What a client connection may do with groups, decided from its roles.
+
+Without roles a client may only send events to the event handler. ``webpubsub.joinLeaveGroup``
+and ``webpubsub.sendToGroup`` grant the action for every group; a ``.<group>`` suffix grants it
+for that group only; ``webpubsub.joinLeaveGroups.<pattern>`` and
+``webpubsub.sendToGroups.<pattern>`` grant it for group names matching a pattern in which ``*``
+matches within one dot-separated segment, ``**`` matches across segments, ``?`` matches one
+character and a backslash escapes the next character. Literal grants are case-sensitive.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+__all__ = ["GroupAction", "RolePermissions", "is_valid_group_name"]
+
+MAX_GROUP_NAME_LENGTH = 1024
+
+
+class GroupAction(Enum):
+    JOIN_LEAVE = ("webpubsub.joinLeaveGroup", "webpubsub.joinLeaveGroups.")
+    SEND = ("webpubsub.sendToGroup", "webpubsub.sendToGroups.")
+
+    @property
+    def role(self) -> str:
+        return self.value[0]
+
+    @property
+    def pattern_prefix(self) -> str:
+        return self.value[1]
+
+
+def is_valid_group_name(name: object) -> bool:
+    """Service rule: 1 to 1024 characters, not only whitespace."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_GROUP_NAME_LENGTH and not name.isspace()
+
+
+@dataclass
+class _Grants:
+    everything: bool = False
+    groups: set[str] = field(default_factory=set)
+    patterns: list[re.Pattern[str]] = field(default_factory=list)
+
+    def allows(self, group: str) -> bool:
+        return self.everything or group in self.groups or any(p.fullmatch(group) for p in self.patterns)
+
+
+class RolePermissions:
+    """Permissions of one connection; rebuilt whenever its roles change."""
+
+    def __init__(self, roles: Iterable[str]) -> None:
+        self._grants = {action: _Grants() for action in GroupAction}
+        for role in roles:
+            for action, grants in self._grants.items():
+                _grant(grants, action, role)
+
+    def allows(self, action: GroupAction, group: str) -> bool:
+        return self._grants[action].allows(group)
+
+    def allows_all(self, action: GroupAction) -> bool:
+        return self._grants[action].everything
+
+    def grant(self, action: GroupAction, group: str | None) -> None:
+        """Add a permission at run time (the REST permission API)."""
+        if group is None:
+            self._grants[action].everything = True
+        else:
+            self._grants[action].groups.add(group)
+
+    def revoke(self, action: GroupAction, group: str | None) -> None:
+        if group is None:
+            self._grants[action] = _Grants()
+        else:
+            self._grants[action].groups.discard(group)
+
+
+def _grant(grants: _Grants, action: GroupAction, role: str) -> None:
+    if role == action.role:
+        grants.everything = True
+    elif role.startswith(action.pattern_prefix):
+        pattern = _compile_pattern(role[len(action.pattern_prefix) :])
+        if pattern is not None:
+            grants.patterns.append(pattern)
+    elif role.startswith(action.role + "."):
+        group = role[len(action.role) + 1 :]
+        if is_valid_group_name(group):
+            grants.groups.add(group)
+
+
+def _compile_pattern(pattern: str) -> re.Pattern[str] | None:
+    """Translate a group-name pattern into a regular expression; None if it is malformed."""
+    if not pattern:
+        return None
+    regex: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            if index + 1 == len(pattern):
+                return None
+            regex.append(re.escape(pattern[index + 1]))
+            index += 2
+            continue
+        if pattern.startswith("**", index):
+            regex.append(".*")
+            index += 2
+            continue
+        regex.append({"*": "[^.]*", "?": "."}.get(char, re.escape(char)))
+        index += 1
+    return re.compile("".join(regex), re.DOTALL)

@@ -1,0 +1,197 @@
+"""Tokens the service accepts and issues: client access tokens, REST tokens, local identity tokens.
+
+Validation follows the service (and its emulator): HS256 signed with the access key string's
+UTF-8 bytes, ``exp`` required, five minutes of clock skew tolerated, and an ``aud`` that names
+the URL the caller used. Error messages are short and never contain the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import jwt
+
+__all__ = [
+    "ENTRA_AUDIENCE",
+    "ClientIdentity",
+    "TokenError",
+    "client_identity_from_claims",
+    "issue_client_token",
+    "issue_identity_token",
+    "validate_client_token",
+    "validate_rest_token",
+]
+
+#: Resource (audience) of Microsoft Entra tokens for the Web PubSub data plane.
+ENTRA_AUDIENCE = "https://webpubsub.azure.com"
+CLOCK_SKEW_SECONDS = 300
+_IDENTITY_ISSUER = "devstack-local-managed-identity"
+_USER_ID_CLAIMS = ("sub", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier")
+_ROLE_CLAIMS = ("role", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+_GROUP_CLAIM = "webpubsub.group"
+
+
+class TokenError(Exception):
+    """A token was missing, malformed, expired, signed with another key or meant for another URL."""
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """Who a client connection is, as its access token says."""
+
+    user_id: str | None
+    roles: tuple[str, ...]
+    groups: tuple[str, ...]
+    claims: Mapping[str, Any]
+
+
+def validate_client_token(token: str, access_key: str, *, connected_url: str, hub: str) -> ClientIdentity:
+    """Check a client access token against the URL the client connected to.
+
+    ``connected_url`` is the scheme and authority the client used (``ws://localhost:8080``);
+    the token's audience must be ``<endpoint>/client/hubs/<hub>`` for that endpoint in its
+    http(s) or ws(s) spelling, compared case-insensitively, trailing slash tolerated.
+    """
+    claims = _decode_hs256(token, access_key.encode())
+    expected = f"{connected_url.rstrip('/')}/client/hubs/{hub}"
+    if not any(_same_url(audience, expected) for audience in _audiences(claims)):
+        raise TokenError("the token's audience does not match this endpoint and hub")
+    return client_identity_from_claims(claims)
+
+
+def client_identity_from_claims(claims: Mapping[str, Any]) -> ClientIdentity:
+    user_id = next((str(claims[name]) for name in _USER_ID_CLAIMS if claims.get(name)), None)
+    roles = tuple(role for name in _ROLE_CLAIMS for role in _strings(claims.get(name)))
+    groups = tuple(_strings(claims.get(_GROUP_CLAIM)))
+    return ClientIdentity(user_id=user_id, roles=roles, groups=groups, claims=dict(claims))
+
+
+def validate_rest_token(token: str, access_key: str, *, request_url: str) -> str:
+    """Accept an access-key token for this exact request, or a token of the local identity endpoint.
+
+    Returns which kind it was (``"access-key"`` or ``"managed-identity"``) for the log.
+    Access-key tokens are what the SDK's JwtCredentialPolicy sends: ``aud`` is the full request
+    URL; like the emulator, the URL without its query is accepted too.
+    """
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as error:
+        raise TokenError("the bearer token is not a JWT") from error
+    if ENTRA_AUDIENCE in {audience.rstrip("/") for audience in _audiences(unverified)}:
+        claims = _decode_hs256(token, _identity_signing_key(access_key))
+        if claims.get("iss") != _IDENTITY_ISSUER:
+            raise TokenError("the Entra token was not issued by this local service")
+        return "managed-identity"
+    claims = _decode_hs256(token, access_key.encode())
+    without_query = request_url.split("?", 1)[0]
+    if not any(_same_url(aud, request_url) or _same_url(aud, without_query) for aud in _audiences(claims)):
+        raise TokenError("the token's audience is not this request's URL")
+    return "access-key"
+
+
+def issue_client_token(
+    access_key: str,
+    *,
+    endpoint: str,
+    hub: str,
+    user_id: str | None,
+    roles: Iterable[str],
+    groups: Iterable[str],
+    minutes_to_expire: int,
+) -> str:
+    """Sign a client access token the way the service's ``:generateToken`` does."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "aud": f"{endpoint.rstrip('/')}/client/hubs/{hub}",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60 * minutes_to_expire,
+    }
+    if user_id:
+        payload["sub"] = user_id
+    if roles := list(roles):
+        payload["role"] = roles
+    if groups := list(groups):
+        payload[_GROUP_CLAIM] = groups
+    return jwt.encode(payload, access_key.encode(), algorithm="HS256")
+
+
+def issue_identity_token(access_key: str, *, principal_id: str, lifetime_seconds: int) -> tuple[str, int]:
+    """Sign a stand-in Entra token for the Web PubSub resource; returns the token and its expiry.
+
+    Signed with a key derived from the access key, so tokens survive a restart of the service
+    (the app's credential caches them) yet can never pass as access-key tokens.
+    """
+    now = int(time.time())
+    expires_on = now + lifetime_seconds
+    payload = {
+        "aud": ENTRA_AUDIENCE,
+        "iss": _IDENTITY_ISSUER,
+        "sub": principal_id,
+        "oid": principal_id,
+        "iat": now,
+        "nbf": now,
+        "exp": expires_on,
+    }
+    return jwt.encode(payload, _identity_signing_key(access_key), algorithm="HS256"), expires_on
+
+
+def _identity_signing_key(access_key: str) -> bytes:
+    return hmac.new(access_key.encode(), b"devstack local managed identity", hashlib.sha256).digest()
+
+
+def _decode_hs256(token: str, key: bytes) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=["HS256"],
+            options={"require": ["exp"], "verify_aud": False},
+            leeway=CLOCK_SKEW_SECONDS,
+        )
+    except jwt.ExpiredSignatureError as error:
+        raise TokenError("the token has expired") from error
+    except jwt.InvalidSignatureError as error:
+        raise TokenError("the token's signature is not valid for this access key") from error
+    except jwt.MissingRequiredClaimError as error:
+        raise TokenError("the token has no expiry (exp)") from error
+    except jwt.PyJWTError as error:
+        raise TokenError("the token is malformed or not yet valid") from error
+    return claims
+
+
+def _audiences(claims: Mapping[str, Any]) -> list[str]:
+    return list(_strings(claims.get("aud")))
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(str(item) for item in value)
+    return (str(value),)
+
+
+def _same_url(left: str, right: str) -> bool:
+    """Compare URLs as the service does: case-insensitively, ws ≡ http, default ports implied."""
+    return _normalized(left) == _normalized(right)
+
+
+def _normalized(url: str) -> tuple[str, str, int | None, str, str] | None:
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+    if scheme not in ("http", "https"):
+        return None
+    default_port = 443 if scheme == "https" else 80
+    path = unquote(parts.path).rstrip("/").lower()
+    return scheme, (parts.hostname or "").lower(), port or default_port, path, unquote(parts.query).lower()

@@ -1,0 +1,487 @@
+"""Service → event handler: CloudEvents over HTTP, abuse protection, per-connection ordering, a log.
+
+Events go out in CloudEvents binary mode exactly as the service sends them (every ``ce-*``
+header, ``ce-signature``, ``WebHook-Request-Origin``). Before the first event to a URL the
+abuse-protection handshake runs (OPTIONS, then GET if OPTIONS answered 404); its result is
+cached. Every call and its outcome lands in an :class:`UpstreamLog` that tests and developers
+can read; log lines never contain tokens, keys, signatures or URL query values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from .protocol import Payload
+from .settings import EventHandlerSettings, ServiceSettings
+
+__all__ = [
+    "ConnectOutcome",
+    "EventContext",
+    "EventLane",
+    "UpstreamDispatcher",
+    "UpstreamLog",
+    "UpstreamRecord",
+    "UserEventOutcome",
+]
+
+logger = logging.getLogger("devstack.webpubsub.upstream")
+
+_VALIDATION_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class UpstreamRecord:
+    """One request the service made to an event handler, and what came of it."""
+
+    sequence: int
+    time: float
+    hub: str
+    connection_id: str | None
+    event_name: str
+    ce_type: str | None
+    ce_id: str | None
+    method: str
+    url: str
+    status: int | None
+    #: delivered | rejected | failed | unreachable | allowed | refused | blocked
+    outcome: str
+    duration_ms: float
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UpstreamLog:
+    """A bounded, thread-safe record of upstream calls (newest last)."""
+
+    def __init__(self, max_records: int = 500) -> None:
+        self._records: collections.deque[UpstreamRecord] = collections.deque(maxlen=max_records)
+        self._changed = threading.Condition()
+        self._next_sequence = 1
+
+    def add(self, **fields: Any) -> UpstreamRecord:
+        with self._changed:
+            record = UpstreamRecord(sequence=self._next_sequence, time=time.time(), **fields)
+            self._next_sequence += 1
+            self._records.append(record)
+            self._changed.notify_all()
+        return record
+
+    def records(self) -> list[UpstreamRecord]:
+        with self._changed:
+            return list(self._records)
+
+    def clear(self) -> None:
+        with self._changed:
+            self._records.clear()
+
+    def wait_for(self, predicate: Callable[[UpstreamRecord], bool], timeout: float = 5.0) -> UpstreamRecord:
+        """Block until a record matching ``predicate`` exists; return the first one.
+
+        Raises TimeoutError otherwise. Meant for tests and tools running outside the
+        service's thread, so they can wait on an event instead of sleeping.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for record in self._records:
+                    if predicate(record):
+                        return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no matching upstream record")
+                self._changed.wait(remaining)
+
+    def __iter__(self) -> Iterator[UpstreamRecord]:
+        return iter(self.records())
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What an upstream request says about the connection it concerns."""
+
+    hub: str
+    connection_id: str
+    user_id: str | None
+    subprotocol: str | None
+    connection_state: str | None
+    #: The service host name the client used, without port: sent as WebHook-Request-Origin.
+    origin_host: str
+
+
+@dataclass(frozen=True)
+class ConnectOutcome:
+    """The event handler's answer to ``connect``: accept (2xx) with optional changes, or a status."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    #: ``None`` keeps the state; a string (possibly empty) replaces it.
+    connection_state: str | None = None
+    detail: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True)
+class UserEventOutcome:
+    """The event handler's answer to a user event: success with an optional reply, or failure."""
+
+    succeeded: bool
+    reply: Payload | None = None
+    connection_state: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class _Validation:
+    allowed: bool
+    expires_at: float
+
+
+class EventLane:
+    """Runs one connection's upstream calls strictly one after another, in submission order.
+
+    The service must not let two events of one connection race (``connected`` before a user
+    event, ``disconnected`` last), while the client's other frames keep flowing. ``capacity``
+    bounds how many user events a client may have queued; the reader waits for room, which
+    pushes back on a client that floods events.
+    """
+
+    def __init__(self, name: str, capacity: int = 100) -> None:
+        self.name = name
+        self.capacity = asyncio.Semaphore(capacity)
+        self._queue: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def submit(self, job: Callable[[], Awaitable[None]]) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"lane-{self.name}")
+        self._queue.put_nowait(job)
+
+    def finish(self) -> None:
+        """No more jobs: the worker stops after the ones already queued."""
+        if self._worker is not None:
+            self._queue.put_nowait(None)
+
+    def when_finished(self, callback: Callable[[EventLane], object]) -> None:
+        """Call ``callback(self)`` once the worker has stopped (at once if it never started)."""
+        if self._worker is None or self._worker.done():
+            callback(self)
+        else:
+            self._worker.add_done_callback(lambda _: callback(self))
+
+    async def wait_finished(self, timeout: float) -> None:
+        if self._worker is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker), timeout)
+            except TimeoutError:
+                self._worker.cancel()
+
+    async def _run(self) -> None:
+        while (job := await self._queue.get()) is not None:
+            try:
+                await job()
+            except Exception:
+                logger.exception("upstream job failed on %s", self.name)
+
+
+class UpstreamDispatcher:
+    """Sends CloudEvents to the configured event handlers and interprets their answers."""
+
+    def __init__(self, settings: ServiceSettings, log: UpstreamLog) -> None:
+        self.settings = settings
+        self.event_handlers = settings.event_handlers
+        self.log = log
+        self._client: httpx.AsyncClient | None = None
+        self._validations: dict[tuple[str, str], _Validation] = {}
+        self._pending_validations: dict[tuple[str, str], asyncio.Task[bool]] = {}
+
+    def configure(self, event_handlers: tuple[EventHandlerSettings, ...]) -> None:
+        """Swap the event handlers; earlier validation results no longer apply."""
+        self.event_handlers = event_handlers
+        self._validations.clear()
+
+    async def aclose(self) -> None:
+        for task in self._pending_validations.values():
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def handler_for(self, hub: str, event_name: str, *, system: bool) -> EventHandlerSettings | None:
+        """First matching handler entry wins, as in the service's hub settings."""
+        for handler in self.event_handlers:
+            if not handler.applies_to_hub(hub):
+                continue
+            if handler.handles_system_event(event_name) if system else handler.handles_user_event(event_name):
+                return handler
+        return None
+
+    async def connect(self, context: EventContext, body: dict[str, Any]) -> ConnectOutcome | None:
+        """Send ``connect``; None when no handler subscribes to it (the service then accepts)."""
+        handler = self.handler_for(context.hub, "connect", system=True)
+        if handler is None:
+            return None
+        content = json.dumps(body).encode()
+        response = await self._deliver(handler, context, "connect", "azure.webpubsub.sys.connect", 0, content)
+        if isinstance(response, str):
+            return ConnectOutcome(status=500, detail=response)
+        if 400 <= response.status_code < 500:
+            return ConnectOutcome(status=response.status_code, detail=f"event handler answered {response.status_code}")
+        if not 200 <= response.status_code < 300:
+            return ConnectOutcome(status=500, detail=f"event handler answered {response.status_code}")
+        parsed: dict[str, Any] | None = None
+        if response.content.strip():
+            try:
+                loaded = json.loads(response.content)
+            except ValueError:
+                return ConnectOutcome(status=500, detail="connect response body is not JSON")
+            if loaded is not None and not isinstance(loaded, dict):
+                return ConnectOutcome(status=500, detail="connect response body is not a JSON object")
+            parsed = loaded
+        return ConnectOutcome(status=response.status_code, body=parsed, connection_state=_connection_state(response))
+
+    async def user_event(
+        self, context: EventContext, event_name: str, payload: Payload, event_id: int
+    ) -> UserEventOutcome:
+        handler = self.handler_for(context.hub, event_name, system=False)
+        if handler is None:
+            self.log.add(
+                hub=context.hub,
+                connection_id=context.connection_id,
+                event_name=event_name,
+                ce_type=f"azure.webpubsub.user.{event_name}",
+                ce_id=str(event_id),
+                method="POST",
+                url="",
+                status=None,
+                outcome="failed",
+                duration_ms=0.0,
+                detail="no event handler is configured for this event",
+            )
+            return UserEventOutcome(False, detail="no event handler is configured for this event")
+        response = await self._deliver(
+            handler,
+            context,
+            event_name,
+            f"azure.webpubsub.user.{event_name}",
+            event_id,
+            payload.body,
+            content_type=payload.content_type,
+        )
+        if isinstance(response, str):
+            return UserEventOutcome(False, detail=response)
+        if not 200 <= response.status_code < 300:
+            return UserEventOutcome(False, detail=f"event handler answered {response.status_code}")
+        reply: Payload | None = None
+        if response.content:
+            try:
+                reply = Payload.from_content_type(response.headers.get("content-type"), response.content)
+            except ValueError as error:
+                return UserEventOutcome(False, detail=f"event handler reply rejected: {error}")
+        return UserEventOutcome(True, reply=reply, connection_state=_connection_state(response))
+
+    async def notify(self, context: EventContext, event_name: str, body: dict[str, Any], event_id: int) -> None:
+        """Send ``connected`` or ``disconnected``; the answer only matters to the log."""
+        handler = self.handler_for(context.hub, event_name, system=True)
+        if handler is None:
+            return
+        await self._deliver(
+            handler, context, event_name, f"azure.webpubsub.sys.{event_name}", event_id, json.dumps(body).encode()
+        )
+
+    async def _deliver(
+        self,
+        handler: EventHandlerSettings,
+        context: EventContext,
+        event_name: str,
+        ce_type: str,
+        event_id: int,
+        content: bytes,
+        content_type: str = "application/json; charset=utf-8",
+    ) -> httpx.Response | str:
+        """POST one CloudEvent; the response, or a short reason why there is none."""
+        record = {
+            "hub": context.hub,
+            "connection_id": context.connection_id,
+            "event_name": event_name,
+            "ce_type": ce_type,
+            "ce_id": str(event_id),
+            "method": "POST",
+        }
+        url = _expand(handler.url_template, context.hub, event_name)
+        if not await self._validated(handler, context.hub, context.origin_host):
+            reason = "abuse protection validation of the event handler failed"
+            self.log.add(
+                **record,
+                url=_redacted(url),
+                status=None,
+                outcome="blocked",
+                duration_ms=0.0,
+                detail=reason,
+            )
+            logger.warning("upstream %s %s blocked: %s", event_name, context.connection_id, reason)
+            return reason
+        headers = self._cloud_event_headers(context, event_name, ce_type, event_id)
+        headers["Content-Type"] = content_type
+        started = time.monotonic()
+        try:
+            response = await self._http().post(url, content=content, headers=headers)
+        except httpx.HTTPError as error:
+            reason = f"event handler unreachable ({type(error).__name__})"
+            self.log.add(
+                **record,
+                url=_redacted(url),
+                status=None,
+                outcome="unreachable",
+                duration_ms=_elapsed_ms(started),
+                detail=reason,
+            )
+            logger.warning("upstream %s %s: %s", event_name, context.connection_id, reason)
+            return reason
+        status = response.status_code
+        outcome = "delivered" if 200 <= status < 300 else "rejected" if 400 <= status < 500 else "failed"
+        self.log.add(**record, url=_redacted(url), status=status, outcome=outcome, duration_ms=_elapsed_ms(started))
+        logger.info("upstream %s %s -> %s", event_name, context.connection_id, status)
+        return response
+
+    def _cloud_event_headers(
+        self, context: EventContext, event_name: str, ce_type: str, event_id: int
+    ) -> dict[str, str]:
+        signature = hmac.new(
+            self.settings.access_key.encode(), context.connection_id.encode(), hashlib.sha256
+        ).hexdigest()
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-type": ce_type,
+            "ce-source": f"/hubs/{context.hub}/client/{context.connection_id}",
+            "ce-id": str(event_id),
+            "ce-time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "ce-awpsversion": "1.0",
+            "ce-connectionId": context.connection_id,
+            "ce-hub": context.hub,
+            "ce-eventName": event_name,
+            "ce-signature": f"sha256={signature}",
+            "WebHook-Request-Origin": context.origin_host,
+        }
+        if context.user_id:
+            headers["ce-userId"] = context.user_id
+        if context.subprotocol:
+            headers["ce-subprotocol"] = context.subprotocol
+        if context.connection_state:
+            headers["ce-connectionState"] = context.connection_state
+        return headers
+
+    async def _validated(self, handler: EventHandlerSettings, hub: str, origin_host: str) -> bool:
+        """Abuse protection: may events for ``hub`` go to this handler URL at all?"""
+        url = _expand(handler.url_template, hub, "validate")
+        key = (url, origin_host.lower())
+        cached = self._validations.get(key)
+        if cached is not None and cached.expires_at > time.monotonic():
+            return cached.allowed
+        pending = self._pending_validations.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_task(self._validate(url, hub, origin_host))
+            self._pending_validations[key] = pending
+            pending.add_done_callback(lambda _: self._pending_validations.pop(key, None))
+        allowed = await asyncio.shield(pending)
+        ttl = self.settings.validation_ttl_seconds if allowed else self.settings.validation_failure_ttl_seconds
+        self._validations[key] = _Validation(allowed, time.monotonic() + ttl)
+        return allowed
+
+    async def _validate(self, url: str, hub: str, origin_host: str) -> bool:
+        headers = {"WebHook-Request-Origin": origin_host, "ce-awpsversion": "1.0"}
+        for method in ("OPTIONS", "GET"):
+            started = time.monotonic()
+            try:
+                response = await self._http().request(method, url, headers=headers, timeout=_VALIDATION_TIMEOUT_SECONDS)
+            except httpx.HTTPError as error:
+                unreachable = f"event handler unreachable ({type(error).__name__})"
+                self._log_validation(hub, method, url, None, False, started, unreachable)
+                return False
+            if method == "OPTIONS" and response.status_code == 404:
+                self._log_validation(hub, method, url, 404, False, started, "OPTIONS not found; trying GET")
+                continue
+            origins = [origin.strip() for origin in response.headers.get_list("WebHook-Allowed-Origin")]
+            # Exactly one value, either "*" or this service's host name; a comma list is refused.
+            allowed = (
+                200 <= response.status_code < 300
+                and len(origins) == 1
+                and (origins[0] == "*" or origins[0].lower() == origin_host.lower())
+            )
+            refusal = f"status {response.status_code}, WebHook-Allowed-Origin {origins or 'missing'}"
+            self._log_validation(hub, method, url, response.status_code, allowed, started, None if allowed else refusal)
+            return allowed
+        return False
+
+    def _log_validation(
+        self,
+        hub: str,
+        method: str,
+        url: str,
+        status: int | None,
+        allowed: bool,
+        started: float,
+        detail: str | None,
+    ) -> None:
+        self.log.add(
+            hub=hub,
+            connection_id=None,
+            event_name="validate",
+            ce_type=None,
+            ce_id=None,
+            method=method,
+            url=_redacted(url),
+            status=status,
+            outcome="allowed" if allowed else "refused",
+            duration_ms=_elapsed_ms(started),
+            detail=detail,
+        )
+        if allowed:
+            logger.info("abuse protection %s %s -> %s allowed", method, _redacted(url), status)
+        else:
+            logger.warning("abuse protection %s %s -> %s refused: %s", method, _redacted(url), status, detail)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.settings.upstream_timeout_seconds, follow_redirects=False)
+        return self._client
+
+
+def _expand(url_template: str, hub: str, event_name: str) -> str:
+    return url_template.replace("{hub}", quote(hub, safe="")).replace("{event}", quote(event_name, safe=""))
+
+
+def _redacted(url: str) -> str:
+    """The URL without query values: a ``?code=`` function key must never reach a log."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    names = [pair.split("=", 1)[0] for pair in parts.query.split("&") if pair]
+    return urlunsplit(parts._replace(query="&".join(f"{name}=***" for name in names)))
+
+
+def _connection_state(response: httpx.Response) -> str | None:
+    values = response.headers.get_list("ce-connectionState")
+    return values[-1] if values else None
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
