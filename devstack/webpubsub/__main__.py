@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import sys
@@ -129,10 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     public_host = _public_host(arguments.host)
     print(banner(settings, f"http://{public_host}:{sock.getsockname()[1]}"), flush=True)
     config = uvicorn.Config(service.app, log_config=None, access_log=False, **service.uvicorn_options)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])  # in the main thread, so Ctrl+C stops it gracefully
-    except KeyboardInterrupt:  # uvicorn re-raises the interrupt once it has shut down cleanly
-        pass
+    # In the main thread, so Ctrl+C stops it gracefully; uvicorn re-raises the interrupt afterwards.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import importlib.util
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -160,6 +161,21 @@ class RunningWebPubSub:
             "IDENTITY_ENDPOINT": self.endpoint + IDENTITY_PATH,
             "IDENTITY_HEADER": self.service.settings.identity_header,
         }
+
+    def wait_until_quiet(self, timeout: float = 5.0) -> None:
+        """Block until no client is connected (or recoverable) and every upstream event is out.
+
+        Tests call it between cases so that one case's late ``disconnected`` event cannot land
+        in the next; raises TimeoutError if connections are still open after ``timeout``.
+        """
+        manager = self.service.connections
+        deadline = time.monotonic() + timeout
+        while True:
+            manager.changed.clear()
+            if self.service.call(manager.is_quiet):
+                return
+            if not manager.changed.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("clients are still connected to the local Web PubSub service")
 
     def stop(self) -> None:
         self.server.stop()

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import logging
 import secrets
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -186,6 +187,8 @@ class ConnectionManager:
         self._user_groups: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
         #: Lanes of ended connections still delivering their last events (``disconnected``).
         self._finishing_lanes: set[EventLane] = set()
+        #: Set whenever a connection ends or its last events are delivered; see ``is_quiet``.
+        self.changed = threading.Event()
 
     # ----- lifetime -------------------------------------------------------------------------
 
@@ -302,8 +305,17 @@ class ConnectionManager:
         connection.lane.submit(send_disconnected)
         connection.lane.finish()
         self._finishing_lanes.add(connection.lane)
-        connection.lane.when_finished(self._finishing_lanes.discard)
+        connection.lane.when_finished(self._lane_finished)
+        self.changed.set()
         logger.info("disconnected %s hub=%s: %s", connection.connection_id, connection.hub, reason)
+
+    def _lane_finished(self, lane: EventLane) -> None:
+        self._finishing_lanes.discard(lane)
+        self.changed.set()
+
+    def is_quiet(self) -> bool:
+        """No connection is open or recoverable, and every ended one has sent its last event."""
+        return not self._connections and not self._finishing_lanes
 
     # ----- groups and users -----------------------------------------------------------------
 
