@@ -21,3 +21,9 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 def negotiate(req: func.HttpRequest) -> func.HttpResponse:
     """Client access URL for the authenticated caller, with least-privilege group roles."""
     return serve(req, routes.negotiate)
+
+
+@app.route(route="eventhandler", methods=["POST", "OPTIONS", "GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def eventhandler(req: func.HttpRequest) -> func.HttpResponse:
+    """Web PubSub CloudEvents: the abuse-protection handshake (OPTIONS, or GET) and every event (POST)."""
+    return serve(req, routes.eventhandler)

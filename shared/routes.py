@@ -8,3 +8,7 @@ from shared.web import Request, Response
 
 def negotiate(request: Request) -> Response:
     return get_runtime().negotiator.negotiate(request)
+
+
+def eventhandler(request: Request) -> Response:
+    return get_runtime().events.handle(request)

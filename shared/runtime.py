@@ -12,10 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shared.config import CredentialMode, Settings, get_settings
+from shared.events import ChatDefaults, EventDispatcher, EventHandlers, handlers
 from shared.identity import CallerIdentifier, build_identifier
 from shared.negotiate import Negotiator
 from shared.policy import GroupPolicy
 from shared.tokens import EntraTokenSource, KeyTokenSource, KeyVaultTokenSource, TokenSource
+from shared.upstream_auth import UpstreamAuthenticator, build_authenticator
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -32,13 +34,18 @@ class Runtime:
         token_source: TokenSource | None = None,
         identifier: CallerIdentifier | None = None,
         policy: GroupPolicy | None = None,
+        authenticator: UpstreamAuthenticator | None = None,
+        registry: EventHandlers | None = None,
     ):
         self.settings = settings
         self._credential = credential
         self._token_source = token_source
         self._identifier = identifier
         self._policy = policy
+        self._authenticator = authenticator
+        self._registry = registry or handlers
         self._negotiator: Negotiator | None = None
+        self._events: EventDispatcher | None = None
         self._lock = threading.RLock()
 
     def credential(self) -> TokenCredential:
@@ -82,6 +89,25 @@ class Runtime:
                     lifetime_minutes=self.settings.token_lifetime_minutes,
                 )
             return self._negotiator
+
+    @property
+    def authenticator(self) -> UpstreamAuthenticator:
+        with self._lock:
+            if self._authenticator is None:
+                self._authenticator = build_authenticator(self.settings, self.token_source)
+            return self._authenticator
+
+    @property
+    def events(self) -> EventDispatcher:
+        with self._lock:
+            if self._events is None:
+                self._events = EventDispatcher(
+                    settings=self.settings,
+                    authenticator=self.authenticator,
+                    registry=self._registry,
+                    defaults=ChatDefaults(self.policy),
+                )
+            return self._events
 
 
 def build_token_source(settings: Settings, credential: Callable[[], TokenCredential]) -> TokenSource:

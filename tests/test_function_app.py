@@ -13,6 +13,7 @@ import function_app
 EXPECTED = {
     # name: (route, methods, auth level)
     "negotiate": ("negotiate", {"GET", "POST"}, func.AuthLevel.ANONYMOUS),
+    "eventhandler": ("eventhandler", {"POST", "OPTIONS", "GET"}, func.AuthLevel.ANONYMOUS),
 }
 
 

@@ -1,0 +1,490 @@
+"""The Azure Web PubSub CloudEvents upstream protocol, and nothing else.
+
+The service POSTs every client event to the event handler in CloudEvents binary mode: attributes in
+`ce-*` headers, the payload in the body. This module turns those headers and bytes into typed
+events, checks `ce-signature` and the abuse-protection handshake, and renders typed results back
+into status, headers and body. It is pure (no `azure.functions`, no SDKs, no settings) so it can be
+tested alone and reused behind any web framework.
+
+Reference: https://learn.microsoft.com/azure/azure-web-pubsub/reference-cloud-events
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.web import Response, json_response
+
+logger = logging.getLogger(__name__)
+
+# Request headers (lower-case: shared.web.Request stores them so).
+HEADER_TYPE = "ce-type"
+HEADER_SPEC_VERSION = "ce-specversion"
+HEADER_AWPS_VERSION = "ce-awpsversion"
+HEADER_ID = "ce-id"
+HEADER_TIME = "ce-time"
+HEADER_SOURCE = "ce-source"
+HEADER_HUB = "ce-hub"
+HEADER_CONNECTION_ID = "ce-connectionid"
+HEADER_USER_ID = "ce-userid"
+HEADER_EVENT_NAME = "ce-eventname"
+HEADER_SUBPROTOCOL = "ce-subprotocol"
+HEADER_SIGNATURE = "ce-signature"
+HEADER_CONNECTION_STATE = "ce-connectionstate"
+HEADER_REQUEST_ORIGIN = "webhook-request-origin"
+# Response headers, in the service's spelling.
+RESPONSE_CONNECTION_STATE = "ce-connectionState"
+RESPONSE_ALLOWED_ORIGIN = "WebHook-Allowed-Origin"
+
+TYPE_CONNECT = "azure.webpubsub.sys.connect"
+TYPE_CONNECTED = "azure.webpubsub.sys.connected"
+TYPE_DISCONNECTED = "azure.webpubsub.sys.disconnected"
+TYPE_GROUP_JOINED = "azure.webpubsub.gp.joined"
+TYPE_GROUP_LEFT = "azure.webpubsub.gp.left"
+USER_TYPE_PREFIX = "azure.webpubsub.user."
+
+TEXT = "text/plain"
+JSON = "application/json"
+BINARY = "application/octet-stream"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+# Subprotocols the app will select at connect, in the order it prefers them when a client offers several.
+SUBPROTOCOLS = (
+    "json.reliable.webpubsub.azure.v1",
+    "json.webpubsub.azure.v1",
+    "protobuf.reliable.webpubsub.azure.v1",
+    "protobuf.webpubsub.azure.v1",
+)
+
+DataType = Literal["text", "json", "binary"]
+
+
+class EventKind(enum.StrEnum):
+    CONNECT = "connect"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    GROUP_JOINED = "joined"
+    GROUP_LEFT = "left"
+    USER = "user"
+    UNKNOWN = "unknown"
+
+
+_SYSTEM_KINDS = {
+    TYPE_CONNECT: EventKind.CONNECT,
+    TYPE_CONNECTED: EventKind.CONNECTED,
+    TYPE_DISCONNECTED: EventKind.DISCONNECTED,
+    TYPE_GROUP_JOINED: EventKind.GROUP_JOINED,
+    TYPE_GROUP_LEFT: EventKind.GROUP_LEFT,
+}
+
+
+def kind_of(event_type: str) -> EventKind:
+    if event_type.startswith(USER_TYPE_PREFIX) and len(event_type) > len(USER_TYPE_PREFIX):
+        return EventKind.USER
+    return _SYSTEM_KINDS.get(event_type, EventKind.UNKNOWN)
+
+
+class ConnectionState(MutableMapping[str, Any]):
+    """Per-connection state the service stores for the app and replays on every event.
+
+    Carried as base64(JSON object) in `ce-connectionState`; an invalid value reads as empty (the
+    service treats the value as opaque, so only our own writes are trusted to be well-formed).
+    Handlers change it like a dict; the response carries the header only when it changed.
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None):
+        self._values: dict[str, Any] = dict(values or {})
+        self.changed = False
+
+    @classmethod
+    def decode(cls, header: str | None) -> ConnectionState:
+        if not header:
+            return cls()
+        try:
+            values = json.loads(base64.b64decode(header, validate=True))
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            logger.warning("Ignoring a ce-connectionState that is not base64 JSON")
+            return cls()
+        if not isinstance(values, dict):
+            logger.warning("Ignoring a ce-connectionState that is not a JSON object")
+            return cls()
+        return cls(values)
+
+    def encode(self) -> str:
+        return base64.b64encode(json.dumps(self._values, separators=(",", ":")).encode("utf-8")).decode("ascii")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        json.dumps(value)  # refuse what cannot travel back to the service, at the handler's line
+        self._values[key] = value
+        self.changed = True
+
+    def __delitem__(self, key: str) -> None:
+        del self._values[key]
+        self.changed = True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def clear(self) -> None:
+        if self._values:
+            self._values.clear()
+            self.changed = True
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionContext:
+    """The `ce-*` attributes every event carries."""
+
+    event_type: str
+    hub: str
+    connection_id: str
+    event_name: str
+    event_id: str | None = None  # the service may retry: the same ce-id can arrive more than once
+    user_id: str | None = None
+    subprotocol: str | None = None
+    source: str | None = None
+    time: str | None = None
+    origin: str | None = None
+    state: ConnectionState = field(default_factory=ConnectionState)
+    signature: str | None = field(default=None, repr=False)
+
+    @property
+    def kind(self) -> EventKind:
+        return kind_of(self.event_type)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    thumbprint: str
+    content: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """`sys.connect`: the service waits for the answer before completing the WebSocket handshake."""
+
+    context: ConnectionContext
+    claims: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    query: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    headers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    subprotocols: Sequence[str] = ()
+    client_certificates: Sequence[ClientCertificate] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectedEvent:
+    context: ConnectionContext
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectedEvent:
+    context: ConnectionContext
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEvent:
+    """Group presence (`gp.joined` / `gp.left`)."""
+
+    context: ConnectionContext
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    """`user.<event>`: the service waits and relays a non-empty answer to the client."""
+
+    context: ConnectionContext
+    data: Any  # str for text, bytes for binary, the parsed value for json
+    data_type: DataType
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    context: ConnectionContext
+
+
+Event = ConnectRequest | ConnectedEvent | DisconnectedEvent | GroupEvent | UserEvent | UnknownEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectResponse:
+    """Accepting a connection; every field is optional and unset ones are omitted on the wire."""
+
+    user_id: str | None = None
+    groups: Sequence[str] | None = None
+    roles: Sequence[str] | None = None
+    subprotocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserEventResponse:
+    """A reply the service delivers to the client that sent the event."""
+
+    data: Any
+    data_type: DataType = "text"
+
+
+def header_values(raw: str | None) -> list[str]:
+    """Split a header whose repeated lines were joined with ','; whitespace around commas is ignored."""
+    if not raw:
+        return []
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def signature_for(key: str, connection_id: str) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 keyed with the access key string (UTF-8) over the connection id."""
+    digest = hmac.new(key.encode("utf-8"), connection_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def is_signature_valid(connection_id: str, signature_header: str | None, keys: Iterable[str]) -> bool:
+    """True when any signature in the header matches any key (the service signs with both keys).
+
+    Hex is compared case-insensitively and in constant time.
+    """
+    provided = [value.lower() for value in header_values(signature_header) if value.lower().startswith("sha256=")]
+    if not provided:
+        return False
+    for key in keys:
+        expected = signature_for(key, connection_id)
+        for candidate in provided:
+            if hmac.compare_digest(candidate.encode("ascii", "replace"), expected.encode("ascii")):
+                return True
+    return False
+
+
+def abuse_protection(origin_header: str | None, allowed_hosts: Sequence[str]) -> Response:
+    """Answer the service's webhook validation (OPTIONS, or GET after a 404).
+
+    Allowed only when a requested origin is one of our hosts; the answer names that configured
+    host, never the caller's string, so the endpoint cannot be enlisted by an arbitrary sender.
+    """
+    requested = [host.lower() for host in header_values(origin_header)]
+    if not requested:
+        raise BadRequest("WebHook-Request-Origin is required for webhook validation.", code="missing_origin")
+    for host in allowed_hosts:
+        if host.lower() in requested:
+            return Response(200, headers={RESPONSE_ALLOWED_ORIGIN: host})
+    raise BadRequest(
+        "WebHook-Request-Origin is not the Web PubSub service this app is configured for "
+        "(WEBPUBSUB_ENDPOINT or WEBPUBSUB_ALLOWED_ORIGINS).",
+        code="origin_not_allowed",
+    )
+
+
+def _required(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name, "").strip()
+    if not value:
+        raise BadRequest(f"The {name} header is required.", code="missing_header")
+    return value
+
+
+def parse_context(headers: Mapping[str, str]) -> ConnectionContext:
+    """The `ce-*` attributes; raises BadRequest naming a missing or malformed header."""
+    if not headers.get(HEADER_AWPS_VERSION):
+        raise BadRequest(
+            f"The {HEADER_AWPS_VERSION} header is required: this is not a Web PubSub event.", code="missing_header"
+        )
+    spec_version = headers.get(HEADER_SPEC_VERSION)
+    if spec_version is not None and spec_version.strip() != "1.0":
+        raise BadRequest(f"Unsupported {HEADER_SPEC_VERSION} {spec_version[:16]!r}; expected 1.0.", code="bad_header")
+    event_type = _required(headers, HEADER_TYPE)
+    event_name = headers.get(HEADER_EVENT_NAME, "").strip()
+    if kind_of(event_type) is EventKind.USER:
+        event_name = event_type[len(USER_TYPE_PREFIX) :]
+    return ConnectionContext(
+        event_type=event_type,
+        hub=_required(headers, HEADER_HUB),
+        connection_id=_required(headers, HEADER_CONNECTION_ID),
+        event_name=event_name,
+        event_id=headers.get(HEADER_ID) or None,
+        user_id=headers.get(HEADER_USER_ID) or None,
+        subprotocol=headers.get(HEADER_SUBPROTOCOL) or None,
+        source=headers.get(HEADER_SOURCE) or None,
+        time=headers.get(HEADER_TIME) or None,
+        origin=headers.get(HEADER_REQUEST_ORIGIN) or None,
+        state=ConnectionState.decode(headers.get(HEADER_CONNECTION_STATE)),
+        signature=headers.get(HEADER_SIGNATURE) or None,
+    )
+
+
+def _media_type(content_type: str | None) -> tuple[str, str | None]:
+    media, _, parameters = (content_type or "").partition(";")
+    charset = None
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    return media.strip().lower(), charset
+
+
+def _utf8(body: bytes, what: str) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"The {what} is not valid UTF-8.", code="invalid_encoding") from None
+
+
+def _json_object(body: bytes, content_type: str | None, event_type: str) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    media, _ = _media_type(content_type)
+    if media != JSON:
+        raise UnsupportedMediaType(f"{event_type} events carry {JSON}, not {media or 'no content type'}.")
+    try:
+        document = json.loads(_utf8(body, "body"))
+    except ValueError:
+        raise BadRequest(f"The {event_type} body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(document, dict):
+        raise BadRequest(f"The {event_type} body must be a JSON object.", code="invalid_body")
+    return document
+
+
+def _string_lists(document: Mapping[str, Any], name: str) -> dict[str, list[str]]:
+    value = document.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(items, list) and all(isinstance(item, str) for item in items) for items in value.values()
+    ):
+        raise BadRequest(f'The connect body\'s "{name}" must map names to lists of strings.', code="invalid_body")
+    return {str(key): list(items) for key, items in value.items()}
+
+
+def _connect(context: ConnectionContext, document: Mapping[str, Any]) -> ConnectRequest:
+    subprotocols = document.get("subprotocols") or []
+    if not isinstance(subprotocols, list) or not all(isinstance(item, str) for item in subprotocols):
+        raise BadRequest('The connect body\'s "subprotocols" must be a list of strings.', code="invalid_body")
+    certificates = document.get("clientCertificates") or []
+    if not isinstance(certificates, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("thumbprint", ""), str) for item in certificates
+    ):
+        raise BadRequest('The connect body\'s "clientCertificates" is malformed.', code="invalid_body")
+    return ConnectRequest(
+        context=context,
+        claims=_string_lists(document, "claims"),
+        query=_string_lists(document, "query"),
+        headers=_string_lists(document, "headers"),
+        subprotocols=tuple(subprotocols),
+        client_certificates=tuple(
+            ClientCertificate(str(item.get("thumbprint", "")), str(item.get("content", ""))) for item in certificates
+        ),
+    )
+
+
+def _user_event(context: ConnectionContext, body: bytes, content_type: str | None) -> UserEvent:
+    media, charset = _media_type(content_type)
+    if media == BINARY:
+        return UserEvent(context, body, "binary")
+    if media not in {TEXT, JSON}:
+        raise UnsupportedMediaType(
+            f"User events carry {TEXT}, {JSON} or {BINARY}, not {media or 'no content type'}.",
+        )
+    if charset not in {None, "utf-8", "utf8"}:
+        raise UnsupportedMediaType(f"Text must be UTF-8, not {charset}.")
+    text = _utf8(body, "message")
+    if media == TEXT:
+        return UserEvent(context, text, "text")
+    try:
+        return UserEvent(context, json.loads(text), "json")
+    except ValueError:
+        raise BadRequest("The message is declared as JSON but is not valid JSON.", code="invalid_json") from None
+
+
+def check_body_size(body: bytes, max_body_bytes: int) -> None:
+    if len(body) > max_body_bytes:
+        raise PayloadTooLarge(f"The event body is larger than {max_body_bytes} bytes (EVENTHANDLER_MAX_BODY_BYTES).")
+
+
+def parse_event(context: ConnectionContext, body: bytes, content_type: str | None, *, max_body_bytes: int) -> Event:
+    """Turn an authenticated request's body into the typed event for its `ce-type`."""
+    check_body_size(body, max_body_bytes)
+    kind = context.kind
+    if kind is EventKind.USER:
+        return _user_event(context, body, content_type)
+    if kind is EventKind.UNKNOWN:
+        return UnknownEvent(context)
+    document = _json_object(body, content_type, context.event_type)
+    if kind is EventKind.CONNECT:
+        return _connect(context, document)
+    if kind is EventKind.CONNECTED:
+        return ConnectedEvent(context)
+    if kind is EventKind.DISCONNECTED:
+        reason = document.get("reason")
+        return DisconnectedEvent(context, reason if isinstance(reason, str) else None)
+    group = document.get("group")
+    if not isinstance(group, str) or not group:
+        raise BadRequest(f'The {context.event_type} body needs a "group" string.', code="invalid_body")
+    return GroupEvent(context, group)
+
+
+def choose_subprotocol(offered: Sequence[str]) -> str | None:
+    """One of the client's own offers, never anything else; our preferred one when it offered several."""
+    for candidate in SUBPROTOCOLS:
+        if candidate in offered:
+            return candidate
+    return None
+
+
+def _with_state(headers: dict[str, str], state: ConnectionState) -> dict[str, str]:
+    if state.changed:
+        headers[RESPONSE_CONNECTION_STATE] = state.encode()
+    return headers
+
+
+def render_connect(response: ConnectResponse | None, state: ConnectionState) -> Response:
+    """204 when there is nothing to say, else 200 with only the keys that are set."""
+    headers = _with_state({}, state)
+    if response is None:
+        return Response(204, headers=headers)
+    payload: dict[str, Any] = {}
+    if response.user_id is not None:
+        payload["userId"] = response.user_id
+    if response.groups is not None:
+        payload["groups"] = list(response.groups)
+    if response.roles is not None:
+        payload["roles"] = list(response.roles)
+    if response.subprotocol is not None:
+        payload["subprotocol"] = response.subprotocol
+    if not payload:
+        return Response(204, headers=headers)
+    return json_response(200, payload, headers)
+
+
+def render_user_event(response: UserEventResponse | None, state: ConnectionState) -> Response:
+    """The reply's Content-Type tells the service how to deliver it (text, json or binary)."""
+    headers = _with_state({}, state)
+    if response is None:
+        return Response(204, headers=headers)
+    if response.data_type == "binary":
+        if not isinstance(response.data, bytes | bytearray):
+            raise TypeError("a binary reply needs bytes")
+        return Response(200, bytes(response.data), headers, BINARY)
+    if response.data_type == "json":
+        body = json.dumps(response.data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return Response(200, body, headers, JSON_CONTENT_TYPE)
+    if not isinstance(response.data, str):
+        raise TypeError("a text reply needs str")
+    return Response(200, response.data.encode("utf-8"), headers, TEXT_CONTENT_TYPE)
+
+
+def render_notification(state: ConnectionState) -> Response:
+    return Response(204, headers=_with_state({}, state))

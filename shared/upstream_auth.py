@@ -1,0 +1,86 @@
+"""Proof that an event really comes from our Web PubSub service, by EVENTHANDLER_AUTH.
+
+Runs before any handler code. The route is anonymous at the Functions level, so this check is the
+only thing between the internet and the handlers: every mode but `none` (local development only)
+refuses an event it cannot authenticate with 401.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from shared.bearer import BearerValidator, bearer_token
+from shared.config import EventAuth, Settings
+from shared.errors import Unauthorized
+from shared.identity import PRINCIPAL_ID_HEADER
+from shared.protocol import ConnectionContext, is_signature_valid
+from shared.tokens import TokenSource
+from shared.web import Request
+
+logger = logging.getLogger(__name__)
+
+
+class UpstreamAuthenticator(Protocol):
+    def authenticate(self, request: Request, context: ConnectionContext) -> None:
+        """Return if the event is authentic; raise Unauthorized (or DependencyUnavailable) if not."""
+        ...
+
+
+def _refused(why: str) -> Unauthorized:
+    return Unauthorized(f"The event is not authenticated: {why}.", code="unauthenticated_event")
+
+
+class SignatureCheck:
+    """`ce-signature`: HMAC of the connection id with the access keys (connectionstring, keyvault).
+
+    On a mismatch the keys are re-read once (Key Vault rotation) before the event is refused.
+    """
+
+    def __init__(self, tokens: TokenSource):
+        self._tokens = tokens
+
+    def authenticate(self, request: Request, context: ConnectionContext) -> None:
+        if not context.signature:
+            raise _refused("ce-signature is missing")
+        if is_signature_valid(context.connection_id, context.signature, self._tokens.access_keys()):
+            return
+        if is_signature_valid(context.connection_id, context.signature, self._tokens.access_keys(refresh=True)):
+            return
+        raise _refused("ce-signature does not match the access key")
+
+
+class ServiceTokenCheck:
+    """The service's managed-identity bearer token (entra mode; hub event handler auth = ManagedIdentity)."""
+
+    def __init__(self, validator: BearerValidator):
+        self._validator = validator
+
+    def authenticate(self, request: Request, context: ConnectionContext) -> None:
+        self._validator.validate(bearer_token(request.header("authorization")))
+
+
+class AppServiceCheck:
+    """App Service Authentication validated the caller's token before the request reached the app."""
+
+    def authenticate(self, request: Request, context: ConnectionContext) -> None:
+        if not request.header(PRINCIPAL_ID_HEADER):
+            raise _refused("App Service Authentication supplied no principal")
+
+
+class NoCheck:
+    """EVENTHANDLER_AUTH=none: local development only; listed by /api/health as a warning."""
+
+    def authenticate(self, request: Request, context: ConnectionContext) -> None:
+        return None
+
+
+def build_authenticator(settings: Settings, tokens: TokenSource) -> UpstreamAuthenticator:
+    if settings.event_auth is EventAuth.SIGNATURE:
+        return SignatureCheck(tokens)
+    if settings.event_auth is EventAuth.BEARER:
+        assert settings.event_bearer is not None  # guaranteed by load_settings
+        return ServiceTokenCheck(BearerValidator(settings.event_bearer))
+    if settings.event_auth is EventAuth.APP_SERVICE:
+        return AppServiceCheck()
+    return NoCheck()

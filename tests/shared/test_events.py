@@ -1,0 +1,499 @@
+"""The event handler route end to end: handshake, authenticity, dispatch, extension point, bad input."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any, cast
+
+import azure.functions as func
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import function_app
+from shared.bearer import BearerValidator
+from shared.config import BearerSettings
+from shared.errors import Forbidden
+from shared.events import EventHandlers
+from shared.protocol import ConnectRequest, ConnectResponse, UserEvent, UserEventResponse
+from shared.runtime import Runtime, use_runtime
+from shared.tokens import KeyVaultTokenSource
+from shared.upstream_auth import ServiceTokenCheck
+from tests.conftest import Issuer, http_request, local_settings
+from tests.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
+
+SECONDARY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
+CONNECT = "azure.webpubsub.sys.connect"
+
+
+def sign(connection_id: str, key: str = EMULATOR_KEY) -> str:
+    return "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
+
+
+def event_headers(
+    event_type: str = CONNECT,
+    *,
+    connection_id: str = "conn-1",
+    user_id: str | None = "alice",
+    signature: str | None = "auto",
+    content_type: str = "application/json; charset=utf-8",
+    **extra: str,
+) -> dict[str, str]:
+    values = {
+        "ce-specversion": "1.0",
+        "ce-awpsversion": "1.0",
+        "ce-type": event_type,
+        "ce-source": f"/hubs/chat/client/{connection_id}",
+        "ce-id": "1",
+        "ce-time": "2026-11-28T00:00:00Z",
+        "ce-hub": "chat",
+        "ce-connectionId": connection_id,
+        "ce-eventName": event_type.rsplit(".", 1)[-1],
+        "WebHook-Request-Origin": "localhost",
+        "Content-Type": content_type,
+    }
+    if user_id is not None:
+        values["ce-userId"] = user_id
+    if signature == "auto":
+        values["ce-signature"] = sign(connection_id)
+    elif signature is not None:
+        values["ce-signature"] = signature
+    values.update(extra)
+    return values
+
+
+def post(headers: dict[str, str], body: bytes = b"") -> func.HttpResponse:
+    return cast(
+        func.HttpResponse, function_app.eventhandler(http_request("POST", "eventhandler", headers=headers, body=body))
+    )
+
+
+def connect_body(**fields: Any) -> bytes:
+    return json.dumps({"claims": {}, "query": {}, "headers": {}, "subprotocols": [], **fields}).encode()
+
+
+def error_code(response: func.HttpResponse) -> str:
+    return str(json.loads(response.get_body())["error"]["code"])
+
+
+@pytest.fixture
+def registry() -> EventHandlers:
+    """A fresh handler registry installed with local settings (connection string, signatures)."""
+    handlers = EventHandlers()
+    use_runtime(Runtime(local_settings(NEGOTIATE_GROUPS="chat,news"), registry=handlers))
+    return handlers
+
+
+class TestAbuseProtection:
+    @pytest.mark.parametrize("method", ["OPTIONS", "GET"])
+    def test_service_host_is_allowed(self, registry: EventHandlers, method: str) -> None:
+        request = http_request(method, "eventhandler", headers={"WebHook-Request-Origin": "localhost"})
+        response = function_app.eventhandler(request)
+        assert response.status_code == 200
+        assert response.headers["WebHook-Allowed-Origin"] == "localhost"
+
+    def test_spoofed_origin_is_refused_without_echo(self, registry: EventHandlers) -> None:
+        request = http_request("OPTIONS", "eventhandler", headers={"WebHook-Request-Origin": "attacker.example"})
+        response = function_app.eventhandler(request)
+        assert response.status_code == 400
+        assert "WebHook-Allowed-Origin" not in response.headers
+        assert b"attacker" not in response.get_body()
+
+    def test_origin_list_with_the_service_host_is_allowed(self) -> None:
+        use_runtime(Runtime(local_settings(WEBPUBSUB_ALLOWED_ORIGINS="custom.example.com")))
+        origin = "other.example, Custom.Example.com"
+        response = function_app.eventhandler(
+            http_request("OPTIONS", "eventhandler", headers={"WebHook-Request-Origin": origin})
+        )
+        assert response.headers["WebHook-Allowed-Origin"] == "custom.example.com"
+
+    def test_missing_origin_is_refused(self, registry: EventHandlers) -> None:
+        assert function_app.eventhandler(http_request("OPTIONS", "eventhandler")).status_code == 400
+
+
+class TestAuthenticity:
+    def test_signed_connect_is_accepted_with_policy_roles(self, registry: EventHandlers) -> None:
+        body = connect_body(subprotocols=["json.webpubsub.azure.v1", "json.reliable.webpubsub.azure.v1"])
+        response = post(event_headers(), body)
+        assert response.status_code == 200
+        assert json.loads(response.get_body()) == {
+            "userId": "alice",
+            "roles": [
+                "webpubsub.joinLeaveGroup.chat",
+                "webpubsub.sendToGroup.chat",
+                "webpubsub.joinLeaveGroup.news",
+                "webpubsub.sendToGroup.news",
+            ],
+            "subprotocol": "json.reliable.webpubsub.azure.v1",
+        }
+
+    @pytest.mark.parametrize(
+        "signature",
+        [
+            None,
+            "",
+            sign("conn-2"),  # an event replayed with another connection's signature
+            sign("conn-1", "a-different-access-key-of-enough-length"),
+            sign("conn-1")[:-2] + "00",
+        ],
+    )
+    def test_unauthenticated_event_is_401_and_never_reaches_a_handler(
+        self, registry: EventHandlers, signature: str | None
+    ) -> None:
+        called: list[object] = []
+        registry.on_connect(lambda request: called.append(request))
+        response = post(event_headers(signature=signature), connect_body())
+        assert response.status_code == 401
+        assert error_code(response) == "unauthenticated_event"
+        assert called == []
+
+    def test_secondary_key_on_its_own_header_line_and_upper_case(self) -> None:
+        use_runtime(
+            Runtime(
+                local_settings(
+                    WEBPUBSUB_CONNECTION_STRING=f"Endpoint=http://localhost:8080;AccessKey={SECONDARY};Version=1.0;"
+                )
+            )
+        )
+        # The host joins repeated header lines with ", ".
+        primary, secondary = sign("conn-1"), sign("conn-1", SECONDARY)
+        header = f"{primary}, sha256={secondary[7:].upper()}"
+        assert post(event_headers(signature=header), connect_body()).status_code == 200
+
+    def test_keyvault_rotation_is_picked_up_on_a_mismatch(self) -> None:
+        vault = FakeKeyVault({"wps-key": EMULATOR_KEY})
+        adapter = FakeAdapter(vault)
+        from azure.keyvault.secrets import SecretClient
+
+        source = KeyVaultTokenSource(
+            endpoint="http://localhost:8080",
+            hub="chat",
+            vault_uri="https://test.vault.azure.net/",
+            secret_name="wps-key",
+            refresh_seconds=300,
+            credential_provider=FakeCredential,
+            secret_client_factory=lambda: SecretClient(
+                "https://test.vault.azure.net/", FakeCredential(), transport=transport_for(adapter)
+            ),
+            forced_refresh_seconds=0,
+        )
+        use_runtime(Runtime(local_settings(), token_source=source))
+        assert post(event_headers(), connect_body()).status_code == 200
+        vault.secrets["wps-key"] = SECONDARY  # rotated: the service now signs with the new primary
+        new_signature = f"{sign('conn-1', 'regenerated-primary-key-0123456789abcdef')},{sign('conn-1', SECONDARY)}"
+        assert post(event_headers(signature=new_signature), connect_body()).status_code == 200
+        assert vault.reads == 2
+
+    def test_entra_mode_checks_the_service_bearer_token(self, issuer: Issuer) -> None:
+        audience = "api://events"
+        check = ServiceTokenCheck(BearerValidator(BearerSettings(issuer.issuer, audience), fetch=issuer.fetch))
+        use_runtime(Runtime(local_settings(), authenticator=check))
+        good = event_headers(signature=None, Authorization=f"Bearer {issuer.token(audience=audience)}")
+        assert post(good, connect_body()).status_code == 200
+        wrong_audience = event_headers(signature=None, Authorization=f"Bearer {issuer.token(audience='api://x')}")
+        assert post(wrong_audience, connect_body()).status_code == 401
+        assert post(event_headers(), connect_body()).status_code == 401  # a signature is not enough here
+
+    def test_appservice_mode_needs_the_platform_principal(self) -> None:
+        use_runtime(Runtime(local_settings(EVENTHANDLER_AUTH="appservice", WEBSITE_AUTH_ENABLED="true")))
+        assert post(event_headers(signature=None), connect_body()).status_code == 401
+        with_principal = event_headers(signature=None, **{"X-MS-CLIENT-PRINCIPAL-ID": "wps-identity"})
+        assert post(with_principal, connect_body()).status_code == 200
+
+    def test_none_mode_accepts_unsigned_events(self) -> None:
+        use_runtime(Runtime(local_settings(EVENTHANDLER_AUTH="none")))
+        assert post(event_headers(signature=None), connect_body()).status_code == 200
+
+
+class TestConnectPolicy:
+    def test_connection_without_user_is_401(self, registry: EventHandlers) -> None:
+        response = post(event_headers(user_id=None), connect_body())
+        assert response.status_code == 401
+        assert error_code(response) == "no_user"
+
+    def test_token_joining_groups_gets_them_assigned(self, registry: EventHandlers) -> None:
+        claims = {"webpubsub.group": ["news"], "role": ["webpubsub.sendToGroup.news"]}
+        body = json.loads(post(event_headers(), connect_body(claims=claims)).get_body())
+        assert body["groups"] == ["news"]
+        assert "subprotocol" not in body
+
+    @pytest.mark.parametrize(
+        "claims",
+        [
+            {"role": ["webpubsub.sendToGroup.admins"]},
+            {"role": ["webpubsub.joinLeaveGroup"]},  # every group of the hub
+            {"webpubsub.group": ["admins"]},
+        ],
+    )
+    def test_token_beyond_the_policy_is_403(self, registry: EventHandlers, claims: dict[str, list[str]]) -> None:
+        response = post(event_headers(), connect_body(claims=claims))
+        assert response.status_code == 403
+
+    def test_registered_connect_handler_replaces_the_default(self, registry: EventHandlers) -> None:
+        @registry.on_connect
+        def vip_only(request: ConnectRequest) -> ConnectResponse:
+            if request.query.get("ticket") != ["vip"]:
+                raise Forbidden("VIP ticket required")
+            return ConnectResponse(user_id=request.context.user_id, groups=["vip"])
+
+        assert post(event_headers(), connect_body()).status_code == 403
+        body = json.loads(post(event_headers(), connect_body(query={"ticket": ["vip"]})).get_body())
+        assert body == {"userId": "alice", "groups": ["vip"]}
+
+    def test_handler_returning_none_is_204(self, registry: EventHandlers) -> None:
+        registry.on_connect(lambda request: None)
+        assert post(event_headers(), connect_body()).status_code == 204
+
+
+class TestNotifications:
+    @pytest.mark.parametrize(
+        ("event_type", "body"),
+        [
+            ("azure.webpubsub.sys.connected", b"{}"),
+            ("azure.webpubsub.sys.disconnected", b'{"reason": "bye"}'),
+            ("azure.webpubsub.gp.joined", b'{"group": "chat"}'),
+            ("azure.webpubsub.gp.left", b'{"group": "chat"}'),
+        ],
+    )
+    def test_notifications_are_204_and_reach_listeners(
+        self, registry: EventHandlers, event_type: str, body: bytes
+    ) -> None:
+        seen: list[object] = []
+        for register in (
+            registry.on_connected,
+            registry.on_disconnected,
+            registry.on_group_joined,
+            registry.on_group_left,
+        ):
+            register(seen.append)
+        response = post(event_headers(event_type), body)
+        assert response.status_code == 204
+        assert response.get_body() == b""
+        assert len(seen) == 1
+
+    def test_unknown_event_type_is_204_with_a_log_line(
+        self, registry: EventHandlers, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.INFO):
+            response = post(event_headers("azure.webpubsub.sys.somethingnew"), b"")
+        assert response.status_code == 204
+        assert "unknown event type azure.webpubsub.sys.somethingnew" in caplog.text
+
+
+class TestUserEvents:
+    def test_default_message_handler_accepts_without_reply(self, registry: EventHandlers) -> None:
+        headers = event_headers("azure.webpubsub.user.message", content_type="text/plain")
+        assert post(headers, b"hello").status_code == 204
+
+    @pytest.mark.parametrize(
+        ("content_type", "body", "reply_type"),
+        [
+            ("text/plain; charset=utf-8", "héllo".encode(), "text/plain; charset=utf-8"),
+            ("application/json", b'{"n": 1}', "application/json; charset=utf-8"),
+            ("application/octet-stream", b"\x00\x01\xff", "application/octet-stream"),
+        ],
+    )
+    def test_registered_handler_replies_with_the_right_content_type(
+        self, registry: EventHandlers, content_type: str, body: bytes, reply_type: str
+    ) -> None:
+        @registry.on_user_event("echo")
+        def echo(event: UserEvent) -> UserEventResponse:
+            return UserEventResponse(event.data, event.data_type)
+
+        response = post(event_headers("azure.webpubsub.user.echo", content_type=content_type), body)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == reply_type
+        assert response.get_body() == (b'{"n":1}' if "json" in content_type else body)
+
+    def test_state_round_trip(self, registry: EventHandlers) -> None:
+        @registry.on_user_event("count")
+        def count(event: UserEvent) -> UserEventResponse:
+            event.context.state["count"] = event.context.state.get("count", 0) + 1
+            return UserEventResponse(str(event.context.state["count"]))
+
+        headers = event_headers("azure.webpubsub.user.count", content_type="text/plain")
+        first = post(headers, b"")
+        state = first.headers["ce-connectionState"]
+        assert json.loads(base64.b64decode(state)) == {"count": 1}
+        second = post({**headers, "ce-connectionState": state}, b"")
+        assert second.get_body() == b"2"
+
+    def test_unchanged_state_sends_no_header(self, registry: EventHandlers) -> None:
+        registry.on_user_event()(lambda event: None)
+        state = base64.b64encode(b'{"room": "lobby"}').decode()
+        headers = event_headers("azure.webpubsub.user.any", content_type="text/plain", **{"ce-connectionState": state})
+        response = post(headers, b"x")
+        assert "ce-connectionState" not in response.headers
+
+    def test_handler_bug_is_500_logged_with_event_id(
+        self, registry: EventHandlers, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        @registry.on_user_event("broken")
+        def broken(event: UserEvent) -> UserEventResponse:
+            raise RuntimeError("bug in app code")
+
+        headers = event_headers("azure.webpubsub.user.broken", content_type="text/plain", **{"ce-id": "42"})
+        with caplog.at_level(logging.ERROR):
+            response = post(headers, b"x")
+        assert response.status_code == 500
+        assert b"bug in app code" not in response.get_body()
+        assert "ce-id=42 connectionId=conn-1" in caplog.text
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("headers", "body", "status", "code"),
+        [
+            (event_headers(**{"ce-hub": "other"}), connect_body(), 400, "wrong_hub"),
+            (
+                {k: v for k, v in event_headers().items() if k != "ce-connectionId"},
+                connect_body(),
+                400,
+                "missing_header",
+            ),
+            ({k: v for k, v in event_headers().items() if k != "ce-type"}, connect_body(), 400, "missing_header"),
+            (event_headers(), b"{broken", 400, "invalid_json"),
+            (event_headers(content_type="text/plain"), connect_body(), 415, "unsupported_media_type"),
+            (
+                event_headers("azure.webpubsub.user.message", content_type="text/plain"),
+                b"\xff\xfe",
+                400,
+                "invalid_encoding",
+            ),
+            (
+                event_headers("azure.webpubsub.user.message", content_type="image/png"),
+                b"x",
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                event_headers("azure.webpubsub.user.message", content_type="text/plain"),
+                b"x" * 1_100_000,
+                413,
+                "payload_too_large",
+            ),
+        ],
+    )
+    def test_bad_input_is_a_4xx_naming_the_problem(
+        self, registry: EventHandlers, headers: dict[str, str], body: bytes, status: int, code: str
+    ) -> None:
+        response = post(headers, body)
+        assert response.status_code == status
+        assert error_code(response) == code
+
+    def test_body_limit_is_configurable(self) -> None:
+        use_runtime(Runtime(local_settings(EVENTHANDLER_MAX_BODY_BYTES="2048")))
+        headers = event_headers("azure.webpubsub.user.message", content_type="text/plain")
+        assert post(headers, b"x" * 2048).status_code == 204
+        assert post(headers, b"x" * 2049).status_code == 413
+
+    def test_hub_comparison_ignores_case(self, registry: EventHandlers) -> None:
+        assert post(event_headers(**{"ce-hub": "CHAT"}), connect_body()).status_code == 200
+
+
+class TestLogging:
+    def test_one_structured_line_per_event_without_secrets(
+        self, registry: EventHandlers, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        headers = event_headers(**{"ce-id": "99"})
+        with caplog.at_level(logging.DEBUG):
+            post(headers, connect_body())
+            post(event_headers(signature="sha256=" + "0" * 64), connect_body())
+        lines = [record for record in caplog.records if record.getMessage().startswith("event ")]
+        assert len(lines) == 2
+        first = lines[0].__dict__["webpubsub"]
+        assert first["hub"] == "chat"
+        assert first["event"] == "connect"
+        assert first["connectionId"] == "conn-1"
+        assert first["userId"] == "alice"
+        assert first["eventId"] == "99"
+        assert first["outcome"] == 200
+        assert first["durationMs"] >= 0
+        assert lines[1].__dict__["webpubsub"]["outcome"] == 401
+        assert headers["ce-signature"] not in caplog.text
+        assert headers["ce-signature"][7:] not in caplog.text
+        assert EMULATOR_KEY not in caplog.text
+
+    def test_control_characters_cannot_forge_log_lines(
+        self, registry: EventHandlers, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.INFO):
+            post(event_headers(user_id="mallory\nevent hub=chat outcome=200"), connect_body())
+        assert all("\n" not in record.getMessage() for record in caplog.records)
+
+
+header_text = st.text(st.characters(codec="latin-1", exclude_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(
+            [
+                "ce-type",
+                "ce-hub",
+                "ce-connectionId",
+                "ce-userId",
+                "ce-signature",
+                "ce-awpsversion",
+                "ce-specversion",
+                "ce-connectionState",
+                "Content-Type",
+                "ce-id",
+                "WebHook-Request-Origin",
+                "ce-eventName",
+                "Authorization",
+            ]
+        ),
+        header_text,
+    ),
+    body=st.binary(max_size=256),
+    method=st.sampled_from(["POST", "OPTIONS", "GET"]),
+)
+def test_random_requests_never_produce_a_5xx(
+    registry: EventHandlers, headers: dict[str, str], body: bytes, method: str
+) -> None:
+    response = function_app.eventhandler(http_request(method, "eventhandler", headers=headers, body=body))
+    assert response.status_code < 500
+
+
+event_types = st.sampled_from(
+    [
+        CONNECT,
+        "azure.webpubsub.sys.connected",
+        "azure.webpubsub.sys.disconnected",
+        "azure.webpubsub.gp.joined",
+        "azure.webpubsub.gp.left",
+        "azure.webpubsub.user.message",
+        "azure.webpubsub.user.x",
+        "azure.webpubsub.other",
+    ]
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    event_type=event_types,
+    connection_id=st.text(min_size=1, max_size=20).filter(lambda s: s.strip() == s and s.isprintable()),
+    content_type=st.sampled_from(["application/json", "text/plain", "application/octet-stream", "", "x/y"]),
+    body=st.one_of(st.binary(max_size=128), json_values.map(lambda value: json.dumps(value).encode())),
+    state=st.one_of(
+        st.none(), st.text(max_size=20), json_values.map(lambda v: base64.b64encode(json.dumps(v).encode()).decode())
+    ),
+)
+def test_random_signed_events_never_produce_a_5xx(
+    registry: EventHandlers, event_type: str, connection_id: str, content_type: str, body: bytes, state: str | None
+) -> None:
+    """Past authentication, every parser and the default handlers still answer only 2xx or 4xx."""
+    headers = event_headers(event_type, connection_id=connection_id, content_type=content_type)
+    if state is not None:
+        headers["ce-connectionState"] = state
+    assert post(headers, body).status_code < 500

@@ -1,0 +1,336 @@
+"""The pure CloudEvents protocol: parsing, signatures, abuse protection, state, rendering."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.protocol import (
+    ConnectedEvent,
+    ConnectionState,
+    ConnectRequest,
+    ConnectResponse,
+    DisconnectedEvent,
+    EventKind,
+    GroupEvent,
+    UnknownEvent,
+    UserEvent,
+    UserEventResponse,
+    abuse_protection,
+    choose_subprotocol,
+    is_signature_valid,
+    kind_of,
+    parse_context,
+    parse_event,
+    render_connect,
+    render_user_event,
+)
+from tests.fakes import EMULATOR_KEY
+
+SECONDARY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
+
+
+def signed(key: str, connection_id: str) -> str:
+    """Computed here with hmac, independently of the code under test."""
+    return "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
+
+
+def headers(event_type: str = "azure.webpubsub.sys.connect", **extra: str) -> dict[str, str]:
+    values = {
+        "ce-specversion": "1.0",
+        "ce-awpsversion": "1.0",
+        "ce-type": event_type,
+        "ce-hub": "chat",
+        "ce-connectionid": "conn-1",
+        "ce-eventname": event_type.rsplit(".", 1)[-1],
+        "ce-id": "7",
+        "ce-userid": "alice",
+    }
+    values.update({name.lower(): value for name, value in extra.items()})
+    return values
+
+
+class TestSignatures:
+    def test_primary_key_matches(self) -> None:
+        assert is_signature_valid("conn-1", signed(EMULATOR_KEY, "conn-1"), [EMULATOR_KEY])
+
+    def test_secondary_key_matches_when_the_app_has_only_it(self) -> None:
+        both = f"{signed(EMULATOR_KEY, 'conn-1')},{signed(SECONDARY, 'conn-1')}"
+        assert is_signature_valid("conn-1", both, [SECONDARY])
+
+    def test_two_header_lines_joined_with_spaces(self) -> None:
+        joined = f"{signed(EMULATOR_KEY, 'c')} ,  {signed(SECONDARY, 'c')}"
+        assert is_signature_valid("c", joined, [SECONDARY])
+        assert is_signature_valid("c", joined, [EMULATOR_KEY])
+
+    def test_upper_case_hex_matches(self) -> None:
+        value = signed(EMULATOR_KEY, "conn-1")
+        assert is_signature_valid("conn-1", "sha256=" + value[7:].upper(), [EMULATOR_KEY])
+        assert is_signature_valid("conn-1", "SHA256=" + value[7:], [EMULATOR_KEY])
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            None,
+            "",
+            "sha256=",
+            signed(EMULATOR_KEY, "conn-2"),  # replayed from another connection
+            signed("wrong-key-wrong-key-wrong-key-wrong", "conn-1"),
+            signed(EMULATOR_KEY, "conn-1")[:-1] + "0",  # tampered
+            "md5=" + signed(EMULATOR_KEY, "conn-1")[7:],
+            "sha256=zz\u00e9",
+        ],
+    )
+    def test_tampered_missing_or_foreign_signatures_fail(self, header: str | None) -> None:
+        assert not is_signature_valid("conn-1", header, [EMULATOR_KEY, SECONDARY])
+
+    def test_no_keys_never_match(self) -> None:
+        assert not is_signature_valid("conn-1", signed(EMULATOR_KEY, "conn-1"), [])
+
+
+class TestAbuseProtection:
+    def test_configured_host_is_allowed_by_name(self) -> None:
+        response = abuse_protection("contoso.webpubsub.azure.com", ("contoso.webpubsub.azure.com",))
+        assert response.status == 200
+        assert response.headers == {"WebHook-Allowed-Origin": "contoso.webpubsub.azure.com"}
+
+    def test_comparison_ignores_case_and_answers_with_the_configured_host(self) -> None:
+        response = abuse_protection("Contoso.WebPubSub.Azure.com", ("contoso.webpubsub.azure.com",))
+        assert response.headers["WebHook-Allowed-Origin"] == "contoso.webpubsub.azure.com"
+
+    def test_comma_separated_origins_pick_the_configured_one(self) -> None:
+        response = abuse_protection("evil.example, contoso.webpubsub.azure.com", ("contoso.webpubsub.azure.com",))
+        assert response.headers["WebHook-Allowed-Origin"] == "contoso.webpubsub.azure.com"
+
+    @pytest.mark.parametrize("origin", ["evil.example", "evil.example, other.example", "*", ""])
+    def test_foreign_origins_are_refused_and_never_echoed(self, origin: str) -> None:
+        with pytest.raises(BadRequest) as caught:
+            abuse_protection(origin, ("contoso.webpubsub.azure.com",))
+        assert "evil" not in caught.value.message
+
+    def test_missing_origin_is_refused(self) -> None:
+        with pytest.raises(BadRequest):
+            abuse_protection(None, ("contoso.webpubsub.azure.com",))
+
+
+class TestContext:
+    def test_attributes_are_read(self) -> None:
+        context = parse_context(headers(**{"ce-subprotocol": "json.webpubsub.azure.v1", "ce-signature": "sha256=x"}))
+        assert (context.hub, context.connection_id, context.user_id, context.event_id) == (
+            "chat",
+            "conn-1",
+            "alice",
+            "7",
+        )
+        assert context.kind is EventKind.CONNECT
+        assert context.subprotocol == "json.webpubsub.azure.v1"
+        assert "sha256=x" not in repr(context)
+
+    def test_user_event_name_comes_from_the_type(self) -> None:
+        context = parse_context(headers("azure.webpubsub.user.chat.message", **{"ce-eventname": "lie"}))
+        assert context.kind is EventKind.USER
+        assert context.event_name == "chat.message"
+
+    @pytest.mark.parametrize("missing", ["ce-type", "ce-hub", "ce-connectionid", "ce-awpsversion"])
+    def test_missing_required_header_is_named(self, missing: str) -> None:
+        values = headers()
+        del values[missing]
+        with pytest.raises(BadRequest) as caught:
+            parse_context(values)
+        assert missing in caught.value.message
+
+    def test_unsupported_spec_version_is_refused(self) -> None:
+        with pytest.raises(BadRequest):
+            parse_context(headers(**{"ce-specversion": "0.3"}))
+
+    @pytest.mark.parametrize(
+        ("event_type", "kind"),
+        [
+            ("azure.webpubsub.sys.connected", EventKind.CONNECTED),
+            ("azure.webpubsub.sys.disconnected", EventKind.DISCONNECTED),
+            ("azure.webpubsub.gp.joined", EventKind.GROUP_JOINED),
+            ("azure.webpubsub.gp.left", EventKind.GROUP_LEFT),
+            ("azure.webpubsub.user.", EventKind.UNKNOWN),
+            ("azure.webpubsub.sys.future", EventKind.UNKNOWN),
+            ("com.example.other", EventKind.UNKNOWN),
+        ],
+    )
+    def test_kinds(self, event_type: str, kind: EventKind) -> None:
+        assert kind_of(event_type) is kind
+
+
+class TestState:
+    def test_round_trip(self) -> None:
+        state = ConnectionState.decode(None)
+        state["room"] = "lobby"
+        state["count"] = 2
+        decoded = ConnectionState.decode(state.encode())
+        assert dict(decoded) == {"room": "lobby", "count": 2}
+        assert not decoded.changed
+
+    def test_wire_format_is_base64_json(self) -> None:
+        header = base64.b64encode(b'{"a":[1,2]}').decode()
+        assert dict(ConnectionState.decode(header)) == {"a": [1, 2]}
+
+    @pytest.mark.parametrize(
+        "header", ["not base64!", base64.b64encode(b"[1]").decode(), base64.b64encode(b"\xff").decode()]
+    )
+    def test_invalid_state_reads_as_empty(self, header: str) -> None:
+        assert dict(ConnectionState.decode(header)) == {}
+
+    def test_changes_are_tracked(self) -> None:
+        state = ConnectionState({"a": 1})
+        state["a"] = 1
+        assert state.changed
+        state = ConnectionState({"a": 1})
+        del state["a"]
+        assert state.changed
+        assert not ConnectionState().changed
+
+    def test_values_that_cannot_travel_are_refused_when_set(self) -> None:
+        with pytest.raises(TypeError):
+            ConnectionState()["bad"] = object()
+
+
+class TestParseEvent:
+    def parse(
+        self, event_type: str, body: bytes, content_type: str | None = "application/json; charset=utf-8"
+    ) -> object:
+        return parse_event(parse_context(headers(event_type)), body, content_type, max_body_bytes=1024)
+
+    def test_connect_body(self) -> None:
+        body = {
+            "claims": {"sub": ["alice"], "role": ["webpubsub.sendToGroup.chat"]},
+            "query": {"access_token": ["x"], "room": ["1"]},
+            "headers": {"User-Agent": ["test"]},
+            "subprotocols": ["json.webpubsub.azure.v1"],
+            "clientCertificates": [{"thumbprint": "ab", "content": "-----BEGIN CERTIFICATE-----"}],
+        }
+        event = self.parse("azure.webpubsub.sys.connect", json.dumps(body).encode())
+        assert isinstance(event, ConnectRequest)
+        assert event.claims["role"] == ["webpubsub.sendToGroup.chat"]
+        assert event.query["room"] == ["1"]
+        assert event.subprotocols == ("json.webpubsub.azure.v1",)
+        assert event.client_certificates[0].thumbprint == "ab"
+
+    def test_connect_with_empty_body_has_defaults(self) -> None:
+        event = self.parse("azure.webpubsub.sys.connect", b"")
+        assert isinstance(event, ConnectRequest)
+        assert event.subprotocols == ()
+
+    @pytest.mark.parametrize(
+        "body",
+        [b"{", b"[]", b'{"claims": {"a": "b"}}', b'{"subprotocols": "x"}', b'{"clientCertificates": [1]}', b"\xff"],
+    )
+    def test_malformed_connect_body_is_a_bad_request(self, body: bytes) -> None:
+        with pytest.raises(BadRequest):
+            self.parse("azure.webpubsub.sys.connect", body)
+
+    def test_system_event_with_wrong_content_type_is_415(self) -> None:
+        with pytest.raises(UnsupportedMediaType):
+            self.parse("azure.webpubsub.sys.connect", b"{}", "text/plain")
+
+    def test_connected_disconnected_and_groups(self) -> None:
+        assert isinstance(self.parse("azure.webpubsub.sys.connected", b"{}"), ConnectedEvent)
+        disconnected = self.parse("azure.webpubsub.sys.disconnected", b'{"reason": "closed by client"}')
+        assert isinstance(disconnected, DisconnectedEvent)
+        assert disconnected.reason == "closed by client"
+        joined = self.parse("azure.webpubsub.gp.joined", b'{"group": "chat"}')
+        assert isinstance(joined, GroupEvent)
+        assert joined.group == "chat"
+        with pytest.raises(BadRequest):
+            self.parse("azure.webpubsub.gp.left", b"{}")
+
+    @pytest.mark.parametrize(
+        ("content_type", "body", "data", "data_type"),
+        [
+            ("text/plain; charset=utf-8", "héllo".encode(), "héllo", "text"),
+            ("text/plain", b"plain", "plain", "text"),
+            ("application/json", b'{"a": 1}', {"a": 1}, "json"),
+            ("application/json; charset=utf-8", b'"s"', "s", "json"),
+            ("application/octet-stream", b"\x00\xff", b"\x00\xff", "binary"),
+        ],
+    )
+    def test_user_event_content_types(self, content_type: str, body: bytes, data: object, data_type: str) -> None:
+        event = self.parse("azure.webpubsub.user.message", body, content_type)
+        assert isinstance(event, UserEvent)
+        assert (event.data, event.data_type) == (data, data_type)
+
+    @pytest.mark.parametrize(
+        ("content_type", "body", "error"),
+        [
+            ("text/plain", b"\xff\xfe", BadRequest),
+            ("application/json", b"{oops", BadRequest),
+            ("image/png", b"x", UnsupportedMediaType),
+            (None, b"x", UnsupportedMediaType),
+            ("text/plain; charset=latin-1", b"x", UnsupportedMediaType),
+        ],
+    )
+    def test_bad_user_event_bodies(self, content_type: str | None, body: bytes, error: type[Exception]) -> None:
+        with pytest.raises(error):
+            self.parse("azure.webpubsub.user.message", body, content_type)
+
+    def test_oversized_body_is_413(self) -> None:
+        with pytest.raises(PayloadTooLarge):
+            self.parse("azure.webpubsub.user.message", b"x" * 1025, "text/plain")
+
+    def test_unknown_type_needs_no_body(self) -> None:
+        assert isinstance(self.parse("azure.webpubsub.sys.future", b"\xff", "x/y"), UnknownEvent)
+
+
+class TestRendering:
+    def test_connect_omits_unset_keys(self) -> None:
+        response = render_connect(ConnectResponse(user_id="a", roles=["r"]), ConnectionState())
+        assert response.status == 200
+        assert json.loads(response.body) == {"userId": "a", "roles": ["r"]}
+        assert response.content_type is not None
+        assert response.content_type.startswith("application/json")
+        assert "ce-connectionState" not in response.headers
+
+    def test_connect_with_nothing_to_say_is_204(self) -> None:
+        assert render_connect(None, ConnectionState()).status == 204
+        assert render_connect(ConnectResponse(), ConnectionState()).status == 204
+
+    def test_changed_state_is_sent_once(self) -> None:
+        state = ConnectionState()
+        state["room"] = "lobby"
+        response = render_connect(None, state)
+        assert dict(ConnectionState.decode(response.headers["ce-connectionState"])) == {"room": "lobby"}
+
+    @pytest.mark.parametrize(
+        ("reply", "content_type", "body"),
+        [
+            (UserEventResponse("hi"), "text/plain; charset=utf-8", b"hi"),
+            (UserEventResponse({"a": "é"}, "json"), "application/json; charset=utf-8", '{"a":"é"}'.encode()),
+            (UserEventResponse(b"\x01", "binary"), "application/octet-stream", b"\x01"),
+        ],
+    )
+    def test_user_event_reply_content_types(self, reply: UserEventResponse, content_type: str, body: bytes) -> None:
+        response = render_user_event(reply, ConnectionState())
+        assert (response.status, response.content_type, response.body) == (200, content_type, body)
+
+    def test_no_reply_is_204(self) -> None:
+        assert render_user_event(None, ConnectionState()).status == 204
+
+    def test_reply_of_the_wrong_type_is_a_handler_bug(self) -> None:
+        with pytest.raises(TypeError):
+            render_user_event(UserEventResponse(b"bytes", "text"), ConnectionState())
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [
+        ([], None),
+        (["mqtt"], None),
+        (["json.webpubsub.azure.v1"], "json.webpubsub.azure.v1"),
+        (["json.webpubsub.azure.v1", "json.reliable.webpubsub.azure.v1"], "json.reliable.webpubsub.azure.v1"),
+        (["custom", "protobuf.webpubsub.azure.v1"], "protobuf.webpubsub.azure.v1"),
+    ],
+)
+def test_subprotocol_is_only_ever_one_the_client_offered(offered: list[str], chosen: str | None) -> None:
+    assert choose_subprotocol(offered) == chosen
