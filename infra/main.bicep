@@ -53,7 +53,7 @@ param negotiateBearerIssuer string = ''
 @description('Audience negotiate accepts in bearer mode; empty means api://<authClientId>.')
 param negotiateBearerAudience string = ''
 
-@description('JWKS URI for negotiate bearer tokens; empty lets the app discover it from the issuer.')
+@description('JWKS URI for negotiate bearer tokens; empty means the Entra signing keys for the default issuer, or discovery from a custom issuer.')
 param negotiateBearerJwksUri string = ''
 
 @description('Comma-separated groups negotiate lets clients join and send to.')
@@ -146,7 +146,11 @@ var names = {
 var useKeyVault = credentialMode == 'keyvault'
 var useAppServiceAuth = negotiateAuth == 'appservice'
 var tenantId = tenant().tenantId
+// Managed-identity tokens for an app registration that keeps the default token version are v1
+// tokens: this issuer, signed with the keys published at entraSigningKeysUri.
 var entraV1Issuer = 'https://sts.windows.net/${tenantId}/'
+var loginEndpoint = environment().authentication.loginEndpoint
+var entraSigningKeysUri = '${loginEndpoint}${tenantId}/discovery/v2.0/keys'
 var secretExpiresOn = dateTimeToEpoch(dateTimeAdd(deploymentTime, 'P${keyVaultSecretLifetimeDays}D'))
 var corsOrigins = empty(corsAllowedOrigins) ? [] : split(corsAllowedOrigins, ',')
 
@@ -226,6 +230,10 @@ var entraModeSettings = [
     name: 'EVENTHANDLER_BEARER_AUDIENCE'
     value: authClientId
   }
+  {
+    name: 'EVENTHANDLER_BEARER_JWKS_URI'
+    value: entraSigningKeysUri
+  }
 ]
 var negotiateBearerSettings = [
   {
@@ -237,10 +245,12 @@ var negotiateBearerSettings = [
     value: empty(negotiateBearerAudience) ? 'api://${authClientId}' : negotiateBearerAudience
   }
 ]
-var negotiateJwksSettings = empty(negotiateBearerJwksUri) ? [] : [
+var defaultNegotiateJwksUri = empty(negotiateBearerIssuer) ? entraSigningKeysUri : ''
+var negotiateJwksUri = empty(negotiateBearerJwksUri) ? defaultNegotiateJwksUri : negotiateBearerJwksUri
+var negotiateJwksSettings = empty(negotiateJwksUri) ? [] : [
   {
     name: 'NEGOTIATE_BEARER_JWKS_URI'
-    value: negotiateBearerJwksUri
+    value: negotiateJwksUri
   }
 ]
 var credentialSettings = useKeyVault ? keyVaultModeSettings : entraModeSettings

@@ -52,6 +52,8 @@ PLACEHOLDERS: Mapping[str, Any] = {
     "storage.outputs.deploymentContainerName": "app-package-abc123",
     # uniqueString() of the subscription, environment and region.
     "resourceToken": "abc123",
+    # environment().authentication.loginEndpoint in Azure's public cloud.
+    "loginEndpoint": "https://login.microsoftonline.com/",
 }
 # An Entra app registration client id, as an operator passes it in authClientId.
 AUTH_CLIENT_ID = "0d5e3c1a-7b2f-4e8d-9a6c-5b4f3e2d1c0b"

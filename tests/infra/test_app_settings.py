@@ -29,6 +29,7 @@ from tests.infra.templates import (
 
 CREDENTIAL_MODES = ("entra", "keyvault")
 NEGOTIATE_MODES = ("appservice", "bearer")
+ENTRA_KEYS = f"https://login.microsoftonline.com/{TENANT_ID}/discovery/v2.0/keys"
 MODES = [(credential, negotiate) for credential in CREDENTIAL_MODES for negotiate in NEGOTIATE_MODES]
 
 # Settings a production deployment must set explicitly in each mode, even where the code has a
@@ -120,10 +121,12 @@ def test_the_app_accepts_the_settings_infra_sets(credential: str, negotiate: str
         assert settings.event_bearer is not None
         assert settings.event_bearer.issuer == f"https://sts.windows.net/{TENANT_ID}/"
         assert settings.event_bearer.audience == AUTH_CLIENT_ID
+        assert settings.event_bearer.jwks_uri == ENTRA_KEYS
     if negotiate == "bearer":
         assert settings.negotiate_bearer is not None
         assert settings.negotiate_bearer.issuer == f"https://sts.windows.net/{TENANT_ID}/"
         assert settings.negotiate_bearer.audience == f"api://{AUTH_CLIENT_ID}"
+        assert settings.negotiate_bearer.jwks_uri == ENTRA_KEYS
 
 
 @pytest.mark.parametrize(("credential", "negotiate"), MODES)
@@ -166,12 +169,16 @@ def test_infra_offers_no_local_development_mode() -> None:
     assert parameters["negotiateAuth"]["default"] == "appservice"
 
 
-def test_a_jwks_uri_is_passed_on_only_when_given() -> None:
+def test_negotiate_bearer_can_trust_another_issuer() -> None:
+    issuer = "https://login.example.com/tenant/"
+    custom = app_environ("entra", "bearer", negotiateBearerIssuer=issuer, negotiateBearerAudience="chat-api")
+    bearer = load_settings(custom).negotiate_bearer
+    assert bearer is not None
+    assert (bearer.issuer, bearer.audience, bearer.jwks_uri) == (issuer, "chat-api", None)
+
     jwks = "https://login.example.com/keys"
-    with_jwks = app_environ("entra", "bearer", negotiateBearerJwksUri=jwks)
+    with_jwks = app_environ("entra", "bearer", negotiateBearerIssuer=issuer, negotiateBearerJwksUri=jwks)
     assert with_jwks["NEGOTIATE_BEARER_JWKS_URI"] == jwks
-    assert load_settings(with_jwks).negotiate_bearer is not None
-    assert "NEGOTIATE_BEARER_JWKS_URI" not in app_environ("entra", "bearer")
 
 
 def test_a_bad_mode_combination_would_be_caught() -> None:
