@@ -154,7 +154,9 @@ var entraSigningKeysUri = '${loginEndpoint}${tenantId}/discovery/v2.0/keys'
 var secretExpiresOn = dateTimeToEpoch(dateTimeAdd(deploymentTime, 'P${keyVaultSecretLifetimeDays}D'))
 var corsOrigins = empty(corsAllowedOrigins) ? [] : split(corsAllowedOrigins, ',')
 
-// The routes of function_app.py under the default "api" prefix of host.json.
+// The routes of function_app.py under the default "api" prefix of host.json. App Service
+// Authentication guards negotiate; the other routes check their callers themselves (events) or
+// serve nothing secret (health, the demo page and its assets under /api/client/).
 var eventHandlerPath = '/api/eventhandler'
 var negotiatePath = '/api/negotiate'
 var authExcludedPaths = [
@@ -162,6 +164,7 @@ var authExcludedPaths = [
   '/api/health'
   '/api/health/live'
   '/api/client'
+  '/api/client/*'
 ]
 
 // Application settings the code reads (shared/config.py), as name/value pairs, by mode.

@@ -53,8 +53,8 @@ GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 # The product's public routes (docs/architecture), under host.json's route prefix.
 EVENT_HANDLER_ROUTE = "eventhandler"
-ROUTES_INFRA_KNOWS = {"negotiate", "eventhandler", "health", "health/live", "client"}
-AUTH_EXCLUDED = {"/api/eventhandler", "/api/health", "/api/health/live", "/api/client"}
+ROUTES_INFRA_KNOWS = {"negotiate", "eventhandler", "health", "health/live", "client/{*asset}"}
+AUTH_EXCLUDED = {"/api/eventhandler", "/api/health", "/api/health/live", "/api/client", "/api/client/*"}
 
 SECRET_PROPERTIES = re.compile(r"(?i)(primarykey|secondarykey|connectionstring|instrumentationkey|password|accesskey)")
 # siteConfig properties Flex Consumption rejects (ARM error 51021).
@@ -224,6 +224,23 @@ def test_private_networking_leaves_only_client_connections_public() -> None:
     assert module_param(evaluator, "webPubSubEndpoint", "privateDnsZoneName") == "privatelink.webpubsub.azure.com"
     assert module_param(evaluator, "functionApp", "appSubnetId") == PLACEHOLDERS["network.outputs.appSubnetId"]
     assert module_param(main_evaluator(), "functionApp", "appSubnetId") == ""
+
+
+@pytest.mark.parametrize("credential", ["entra", "keyvault"])
+@pytest.mark.parametrize("private", [True, False])
+def test_private_endpoints_exist_for_what_the_app_reaches_privately(credential: str, private: bool) -> None:
+    evaluator = main_evaluator(credential, privateNetworking=private)
+    expected = {
+        "network": private,
+        "webPubSubEndpoint": private,
+        "storageEndpoint": private,
+        "keyVaultEndpoint": private and credential == "keyvault",
+    }
+    deployed = {name: evaluator.evaluate(main_module(name)[0]) for name in expected}
+    assert deployed == expected
+    assert module_param(evaluator, "storage", "privateNetworking") is private
+    if credential == "keyvault":
+        assert module_param(evaluator, "keyVault", "privateNetworking") is private
 
 
 # --- roles ----------------------------------------------------------------------------------
