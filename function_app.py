@@ -27,3 +27,9 @@ def negotiate(req: func.HttpRequest) -> func.HttpResponse:
 def eventhandler(req: func.HttpRequest) -> func.HttpResponse:
     """Web PubSub CloudEvents: the abuse-protection handshake (OPTIONS, or GET) and every event (POST)."""
     return serve(req, routes.eventhandler)
+
+
+@app.route(route="client/{*asset}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def client(req: func.HttpRequest) -> func.HttpResponse:
+    """The demo chat page (client) and its allow-listed static files (client/app.js, client/app.css)."""
+    return serve(req, routes.client)

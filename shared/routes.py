@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared import client_page
 from shared.runtime import get_runtime
 from shared.web import Request, Response
 
@@ -12,3 +13,7 @@ def negotiate(request: Request) -> Response:
 
 def eventhandler(request: Request) -> Response:
     return get_runtime().events.handle(request)
+
+
+def client(request: Request) -> Response:
+    return client_page.serve(request, get_runtime().settings)

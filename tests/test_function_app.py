@@ -14,6 +14,7 @@ EXPECTED = {
     # name: (route, methods, auth level)
     "negotiate": ("negotiate", {"GET", "POST"}, func.AuthLevel.ANONYMOUS),
     "eventhandler": ("eventhandler", {"POST", "OPTIONS", "GET"}, func.AuthLevel.ANONYMOUS),
+    "client": ("client/{*asset}", {"GET"}, func.AuthLevel.ANONYMOUS),
 }
 
 

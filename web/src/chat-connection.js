@@ -1,0 +1,292 @@
+// A chat connection that stays up: negotiate, connect, rejoin, refresh before the token expires.
+//
+// The official client (@azure/web-pubsub-client) already recovers a dropped reliable connection
+// (same URL, up to 30 s), reconnects after a 1008 close or a failed recovery by asking for a new
+// URL, and rejoins the groups it joined. This module adds what it leaves to the application:
+//  - every URL comes from a fresh negotiate (the client calls getClientAccessUrl on every
+//    (re)connect), so a URL is never reused after it expired or after a 401 at connect;
+//  - exponential backoff with full jitter before each retry, at least the server's Retry-After;
+//  - a first connection that fails is retried too (the client's own loop starts only after one
+//    succeeded);
+//  - before expiresOn, a second connection is opened and joined to the same groups, and only then
+//    does it replace the first ("make before break"), so the user sees no gap. Messages carry an
+//    id so the copies both connections receive during the overlap are shown once.
+
+import { WebPubSubClient } from "@azure/web-pubsub-client";
+import { negotiate as negotiateOnce } from "./negotiate.js";
+import { backoffDelay } from "./timing.js";
+
+const SEEN_MESSAGE_LIMIT = 1000;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// A disposed client may still be inside its reconnect loop, which client.stop() does not end
+// while no socket is open; handing it a promise that never settles parks that loop for good.
+const parkForever = () => new Promise(() => {});
+
+function clientOptions() {
+  return {
+    autoReconnect: true,
+    autoRejoinGroups: true,
+    // The backoff lives in Link.clientAccessUrl (exponential with jitter, before each negotiate),
+    // so the client's own fixed pause between reconnect attempts is switched off.
+    reconnectRetryOptions: { mode: "Fixed", retryDelayInMs: 0 },
+  };
+}
+
+export function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** One WebPubSubClient and the negotiate bookkeeping of its connection. */
+class Link {
+  constructor(chat) {
+    this.chat = chat;
+    this.failures = 0; // attempts since the last successful connection
+    this.hasConnected = false;
+    this.retryAfterMs = 0;
+    this.refreshTimer = undefined;
+    this.disposed = false;
+    this.joined = new Set();
+    this.client = chat.createClient({ getClientAccessUrl: () => this.clientAccessUrl() }, clientOptions());
+  }
+
+  async clientAccessUrl() {
+    if (this.disposed) {
+      return parkForever();
+    }
+    if (this.failures > 0 || this.hasConnected) {
+      await sleep(Math.max(backoffDelay(this.failures), this.retryAfterMs));
+      if (this.disposed) {
+        return parkForever();
+      }
+    }
+    this.failures += 1;
+    this.retryAfterMs = 0;
+    try {
+      const access = await this.chat.negotiate();
+      this.chat.scheduleRefresh(this, access.refreshInMs);
+      return access.url;
+    } catch (error) {
+      this.retryAfterMs = error.retryAfterMs ?? 0;
+      this.chat.negotiateFailed(this, error);
+      throw error;
+    }
+  }
+
+  markConnected() {
+    this.failures = 0;
+    this.hasConnected = true;
+  }
+
+  dispose() {
+    this.disposed = true;
+    clearTimeout(this.refreshTimer);
+    this.client.stop();
+  }
+}
+
+export class ChatConnection {
+  /**
+   * @param {object} options
+   * @param {() => Promise<{url: string, refreshInMs: number}>} [options.negotiate] fetches a client access URL
+   * @param {string} [options.negotiateUrl] where to negotiate, when `negotiate` is not given
+   * @param {(status: string) => void} [options.onStatus] connecting | connected | reconnecting | signed out | disconnected
+   * @param {(message: {id?: string, group: string, from?: string, data: unknown}) => void} [options.onMessage]
+   * @param {(text: string) => void} [options.onNotice] what happened, for the activity log
+   * @param {(error: Error) => void} [options.onError]
+   * @param {(error: Error) => void} [options.onSignInRequired] negotiate answered 401
+   */
+  constructor(options) {
+    this.negotiate = options.negotiate ?? (() => negotiateOnce(options.negotiateUrl));
+    this.createClient = options.createClient ?? ((credential, settings) => new WebPubSubClient(credential, settings));
+    this.onStatus = options.onStatus ?? (() => {});
+    this.onMessage = options.onMessage ?? (() => {});
+    this.onNotice = options.onNotice ?? (() => {});
+    this.onError = options.onError ?? (() => {});
+    this.onSignInRequired = options.onSignInRequired ?? (() => {});
+    this.groups = new Set();
+    this.seen = new Set();
+    this.status = "";
+    this.link = undefined;
+    this.refreshing = false;
+    this.stopped = false;
+  }
+
+  start() {
+    this.stopped = false;
+    this.link = this.openLink();
+    this.setStatus("connecting");
+    void this.keepStarting(this.link);
+  }
+
+  /** Leave for good (page closed): a normal close tells the service not to wait for recovery. */
+  stop() {
+    this.stopped = true;
+    this.link?.dispose();
+  }
+
+  async join(group) {
+    this.groups.add(group);
+    const link = this.link;
+    try {
+      await link.client.joinGroup(group);
+      link.joined.add(group);
+    } catch (error) {
+      this.groups.delete(group);
+      throw error;
+    }
+  }
+
+  /** Send to a group; resolves with the service's ack, rejects with its error. */
+  send(group, text) {
+    const id = randomId();
+    this.remember(id);
+    const acked = this.link.client.sendToGroup(group, { id, text }, "json");
+    return { id, acked };
+  }
+
+  openLink() {
+    const link = new Link(this);
+    const client = link.client;
+    client.on("connected", (event) => this.connected(link, event));
+    client.on("disconnected", (event) => {
+      if (link === this.link && !link.disposed) {
+        this.setStatus("reconnecting");
+        const reason = event.message?.message;
+        this.onNotice(`Connection lost${reason ? ` (${reason})` : ""}; reconnecting.`);
+      }
+    });
+    client.on("stopped", () => {
+      if (link === this.link && !link.disposed && !this.stopped) {
+        this.setStatus("disconnected");
+        void this.keepStarting(link);
+      }
+    });
+    client.on("group-message", (event) => this.received(event.message));
+    client.on("rejoin-group-failed", (event) => {
+      this.onError(new Error(`Could not rejoin group ${event.group}: ${event.error?.message ?? "unknown error"}`));
+    });
+    return link;
+  }
+
+  /** start() rejects when the first connection fails and does not retry; retry it here. */
+  async keepStarting(link) {
+    while (!link.disposed) {
+      const attempts = link.failures;
+      try {
+        await link.client.start();
+        return true;
+      } catch {
+        // Negotiate errors were reported already, and Link.clientAccessUrl backs off before the
+        // next try; should start() ever fail without asking for a URL, pause here instead.
+        if (link.failures === attempts) {
+          await sleep(backoffDelay(1));
+        }
+      }
+    }
+    return false;
+  }
+
+  connected(link, { connectionId, userId }) {
+    link.markConnected();
+    if (link.disposed) {
+      link.client.stop();
+      return;
+    }
+    if (link === this.link) {
+      this.setStatus("connected");
+      this.onNotice(`Connected as ${userId} (connection ${connectionId}).`);
+    }
+  }
+
+  negotiateFailed(link, error) {
+    if (link.disposed) {
+      return;
+    }
+    if (error.needsSignIn) {
+      if (link === this.link) {
+        this.setStatus("signed out");
+      }
+      this.onSignInRequired(error);
+      return;
+    }
+    this.onError(error);
+  }
+
+  scheduleRefresh(link, delayMs) {
+    clearTimeout(link.refreshTimer);
+    link.refreshTimer = setTimeout(() => {
+      if (link === this.link && !link.disposed) {
+        void this.refresh();
+      }
+    }, delayMs);
+  }
+
+  /** Replace the connection before its token expires, without a gap. */
+  async refresh() {
+    if (this.refreshing || this.stopped) {
+      return;
+    }
+    this.refreshing = true;
+    const previous = this.link;
+    const next = this.openLink();
+    try {
+      if (!(await this.keepStarting(next))) {
+        return;
+      }
+      await this.joinAll(next);
+    } catch (error) {
+      next.dispose();
+      this.onError(new Error(`Refreshing the connection failed (${error.message}); the current one stays.`));
+      this.scheduleRefresh(previous, backoffDelay(previous.failures + 1));
+      return;
+    } finally {
+      this.refreshing = false;
+    }
+    this.link = next;
+    previous.dispose();
+    this.onNotice("Renewed the access token on a new connection.");
+  }
+
+  /** Join `next` to every group the user is in, including groups joined while this runs. */
+  async joinAll(next) {
+    for (;;) {
+      const missing = [...this.groups].filter((group) => !next.joined.has(group));
+      if (missing.length === 0) {
+        return;
+      }
+      await Promise.all(
+        missing.map(async (group) => {
+          await next.client.joinGroup(group);
+          next.joined.add(group);
+        }),
+      );
+    }
+  }
+
+  received(message) {
+    const id = typeof message.data?.id === "string" ? message.data.id : undefined;
+    if (id !== undefined) {
+      if (this.seen.has(id)) {
+        return;
+      }
+      this.remember(id);
+    }
+    this.onMessage({ id, group: message.group, from: message.fromUserId, data: message.data });
+  }
+
+  remember(id) {
+    this.seen.add(id);
+    if (this.seen.size > SEEN_MESSAGE_LIMIT) {
+      this.seen.delete(this.seen.values().next().value);
+    }
+  }
+
+  setStatus(status) {
+    if (status !== this.status) {
+      this.status = status;
+      this.onStatus(status);
+    }
+  }
+}

@@ -1,0 +1,190 @@
+// The demo chat page: wires ChatConnection to the elements of shared/client/index.html.
+
+import { ChatConnection, randomId } from "./chat-connection.js";
+
+const byTestId = (name) => document.querySelector(`[data-testid="${name}"]`);
+const status = byTestId("status");
+const identity = byTestId("identity");
+const signIn = byTestId("sign-in");
+const errorBox = byTestId("error");
+const groupInput = byTestId("group-input");
+const joinButton = byTestId("join-button");
+const messageInput = byTestId("message-input");
+const sendButton = byTestId("send-button");
+const messages = byTestId("messages");
+const activity = byTestId("activity");
+
+const MAX_SHOWN_TEXT = 2000;
+const negotiateAuth = document.body.dataset.negotiateAuth;
+let currentGroup;
+
+/** NEGOTIATE_AUTH=anonymous (local development only): the page names its user; one id per tab. */
+function localUserId() {
+  try {
+    const saved = sessionStorage.getItem("chat-user-id");
+    if (saved) {
+      return saved;
+    }
+    const created = `user-${randomId().slice(0, 8)}`;
+    sessionStorage.setItem("chat-user-id", created);
+    return created;
+  } catch {
+    return `user-${randomId().slice(0, 8)}`; // storage disabled: a new id per load
+  }
+}
+
+function negotiateUrl() {
+  const url = new URL("negotiate", location.href); // /api/client -> /api/negotiate
+  if (negotiateAuth === "anonymous") {
+    url.searchParams.set("userId", localUserId());
+  }
+  return url.toString();
+}
+
+function log(text) {
+  const item = document.createElement("li");
+  item.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+  activity.prepend(item);
+  while (activity.children.length > 100) {
+    activity.lastElementChild.remove();
+  }
+}
+
+function showError(error) {
+  const text = error instanceof Error ? error.message : String(error);
+  errorBox.textContent = text;
+  errorBox.hidden = false;
+  log(`Error: ${text}`);
+}
+
+function describe(data) {
+  if (typeof data === "string") {
+    return data;
+  }
+  if (typeof data?.text === "string") {
+    return data.text;
+  }
+  return JSON.stringify(data) ?? String(data);
+}
+
+function addMessage({ id, group, from, data }, state) {
+  const item = document.createElement("li");
+  if (id) {
+    item.dataset.messageId = id;
+  }
+  if (state) {
+    item.dataset.state = state;
+  }
+  const sender = document.createElement("strong");
+  sender.textContent = from ?? "(server)";
+  const where = document.createElement("span");
+  where.className = "group";
+  where.textContent = ` in ${group}: `;
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = describe(data).slice(0, MAX_SHOWN_TEXT);
+  item.append(sender, where, text);
+  if (state) {
+    const ack = document.createElement("span");
+    ack.className = "ack";
+    ack.textContent = " sending…";
+    item.append(ack);
+  }
+  messages.append(item);
+  item.scrollIntoView({ block: "nearest" });
+  return item;
+}
+
+function setAck(item, state, text) {
+  item.dataset.state = state;
+  item.querySelector(".ack").textContent = ` ${text}`;
+}
+
+function errorText(error) {
+  const detail = error?.errorDetail;
+  return detail?.message ?? detail?.name ?? error?.message ?? String(error);
+}
+
+const chat = new ChatConnection({
+  negotiateUrl: negotiateUrl(),
+  onStatus(value) {
+    status.textContent = value;
+    status.dataset.state = value.replace(" ", "-");
+    const connected = value === "connected";
+    joinButton.disabled = !connected;
+    sendButton.disabled = !connected || currentGroup === undefined;
+    if (connected) {
+      errorBox.hidden = true;
+      signIn.hidden = true;
+    }
+  },
+  onMessage(message) {
+    addMessage(message);
+  },
+  onNotice(text) {
+    const match = /^Connected as (.+) \(connection/.exec(text);
+    if (match) {
+      identity.textContent = `You are ${match[1]}.`;
+    }
+    log(text);
+  },
+  onError: showError,
+  onSignInRequired(error) {
+    if (negotiateAuth === "appservice") {
+      const link = signIn.querySelector("a");
+      link.href = `/.auth/login/aad?post_login_redirect_uri=${location.pathname}`;
+      signIn.hidden = false;
+      log("Sign in to chat.");
+    } else {
+      showError(new Error(`${error.message} This page cannot sign in by itself; see docs/clients.md.`));
+    }
+  },
+});
+
+byTestId("join-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const group = groupInput.value.trim();
+  if (!group) {
+    return;
+  }
+  joinButton.disabled = true;
+  try {
+    await chat.join(group);
+    currentGroup = group;
+    sendButton.disabled = chat.status !== "connected";
+    messageInput.placeholder = `Message to ${group}`;
+    log(`Joined group ${group}.`);
+  } catch (error) {
+    showError(new Error(`Could not join ${group}: ${errorText(error)}`));
+  } finally {
+    joinButton.disabled = chat.status !== "connected";
+  }
+});
+
+byTestId("send-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = messageInput.value;
+  if (!text.trim() || currentGroup === undefined) {
+    return;
+  }
+  messageInput.value = "";
+  const { id, acked } = chat.send(currentGroup, text);
+  const item = addMessage({ id, group: currentGroup, from: "you", data: { text } }, "pending");
+  try {
+    const result = await acked;
+    setAck(item, "acked", result.isDuplicated ? "✓ (duplicate)" : `✓ ack ${result.ackId}`);
+  } catch (error) {
+    setAck(item, "failed", `✗ ${errorText(error)}`);
+    showError(new Error(`Sending failed: ${errorText(error)}`));
+  }
+});
+
+// Leaving: a normal close lets the service end the connection now instead of holding it for recovery.
+addEventListener("pagehide", () => chat.stop());
+addEventListener("pageshow", (event) => {
+  if (event.persisted) {
+    location.reload(); // restored from the back/forward cache with a stopped connection
+  }
+});
+
+chat.start();

@@ -1,0 +1,56 @@
+// The one call that turns the page's identity into a client access URL: GET /api/negotiate.
+
+import { refreshDelay, retryAfterMs } from "./timing.js";
+
+/** Negotiate failed; `status` is the HTTP status (0 when the app could not be reached). */
+export class NegotiateError extends Error {
+  constructor(status, code, message, { retryAfter = 0 } = {}) {
+    super(message);
+    this.name = "NegotiateError";
+    this.status = status;
+    this.code = code;
+    this.retryAfterMs = retryAfter;
+  }
+
+  /** 401: the caller has no identity the app accepts; signing in (again) is the fix. */
+  get needsSignIn() {
+    return this.status === 401;
+  }
+}
+
+/** Ask the app for a client access URL.
+ *
+ * Resolves to `{ url, expiresOn, refreshInMs }`: connect to `url`, and negotiate again within
+ * `refreshInMs` (before `expiresOn`, a Date). Cookies go along (same origin), which is how App
+ * Service Authentication identifies a signed-in user; the response is never cached.
+ */
+export async function negotiate(endpoint, { fetchImpl = globalThis.fetch.bind(globalThis) } = {}) {
+  let response;
+  try {
+    response = await fetchImpl(endpoint, {
+      method: "GET",
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+  } catch (error) {
+    throw new NegotiateError(0, "unreachable", `The app could not be reached (${error.message}).`);
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const detail = body?.error ?? {};
+    throw new NegotiateError(
+      response.status,
+      typeof detail.code === "string" ? detail.code : `http_${response.status}`,
+      typeof detail.message === "string" ? detail.message : `Negotiate answered HTTP ${response.status}.`,
+      { retryAfter: retryAfterMs(response.headers.get("Retry-After")) },
+    );
+  }
+  const expiresOn = Date.parse(body?.expiresOn ?? "");
+  if (typeof body?.url !== "string" || !/^wss?:\/\//.test(body.url) || Number.isNaN(expiresOn)) {
+    throw new NegotiateError(response.status, "invalid_response", "Negotiate answered without a usable url and expiresOn.");
+  }
+  const serverDate = Date.parse(response.headers.get("Date") ?? "");
+  const serverNow = Number.isNaN(serverDate) ? Date.now() : serverDate;
+  return { url: body.url, expiresOn: new Date(expiresOn), refreshInMs: refreshDelay(expiresOn, serverNow) };
+}

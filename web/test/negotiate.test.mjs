@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { negotiate, NegotiateError } from "../src/negotiate.js";
+
+function answer(status, body, headers = {}) {
+  const calls = [];
+  const fetchImpl = async (url, init) => {
+    calls.push({ url, init });
+    return new Response(typeof body === "string" ? body : JSON.stringify(body), { status, headers });
+  };
+  return { fetchImpl, calls };
+}
+
+test("returns the URL and schedules the refresh on the server's clock", async () => {
+  // The server says it is 00:00:00 and the token lasts a minute; the local clock does not matter.
+  const { fetchImpl, calls } = answer(
+    200,
+    { url: "wss://x.webpubsub.azure.com/client/hubs/chat?access_token=t", expiresOn: "2030-01-01T00:01:00Z" },
+    { Date: "Tue, 01 Jan 2030 00:00:00 GMT" },
+  );
+  const access = await negotiate("http://localhost/api/negotiate?userId=a", { fetchImpl });
+  assert.equal(access.url, "wss://x.webpubsub.azure.com/client/hubs/chat?access_token=t");
+  assert.equal(access.expiresOn.toISOString(), "2030-01-01T00:01:00.000Z");
+  assert.equal(access.refreshInMs, 45_000);
+  assert.equal(calls[0].init.credentials, "same-origin");
+  assert.equal(calls[0].init.cache, "no-store");
+});
+
+test("401 asks for sign-in and keeps the app's error code", async () => {
+  const { fetchImpl } = answer(401, { error: { code: "not_signed_in", message: "Sign in first." } });
+  await assert.rejects(negotiate("/api/negotiate", { fetchImpl }), (error) => {
+    assert.ok(error instanceof NegotiateError);
+    assert.equal(error.needsSignIn, true);
+    assert.equal(error.code, "not_signed_in");
+    assert.equal(error.message, "Sign in first.");
+    return true;
+  });
+});
+
+test("503 carries Retry-After", async () => {
+  const { fetchImpl } = answer(503, { error: { code: "dependency_unavailable", message: "x" } }, { "Retry-After": "7" });
+  await assert.rejects(negotiate("/api/negotiate", { fetchImpl }), (error) => {
+    assert.equal(error.needsSignIn, false);
+    assert.equal(error.retryAfterMs, 7000);
+    return true;
+  });
+});
+
+test("a non-JSON error page still gives a readable error", async () => {
+  const { fetchImpl } = answer(502, "<html>Bad gateway</html>");
+  await assert.rejects(negotiate("/api/negotiate", { fetchImpl }), { status: 502, code: "http_502" });
+});
+
+test("a 200 without a WebSocket URL is refused", async () => {
+  const { fetchImpl } = answer(200, { url: "https://example.test", expiresOn: "2030-01-01T00:01:00Z" });
+  await assert.rejects(negotiate("/api/negotiate", { fetchImpl }), { code: "invalid_response" });
+});
+
+test("an unreachable app is status 0", async () => {
+  const fetchImpl = async () => {
+    throw new TypeError("Failed to fetch");
+  };
+  await assert.rejects(negotiate("/api/negotiate", { fetchImpl }), { status: 0, code: "unreachable" });
+});
