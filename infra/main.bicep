@@ -237,6 +237,11 @@ var entraModeSettings = [
     name: 'EVENTHANDLER_BEARER_JWKS_URI'
     value: entraSigningKeysUri
   }
+  {
+    // Only the Web PubSub resource's own identity may call the event handler.
+    name: 'EVENTHANDLER_BEARER_PRINCIPAL_ID'
+    value: webPubSub.outputs.principalId
+  }
 ]
 var negotiateBearerSettings = [
   {

@@ -65,6 +65,9 @@ class BearerSettings:
     issuer: str
     audience: str
     jwks_uri: str | None = None
+    # Only this principal's tokens count (the Web PubSub resource's managed identity object id);
+    # without it, any identity in the tenant that can get a token for the audience would pass.
+    principal_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,7 @@ SETTING_NAMES = frozenset(
         "EVENTHANDLER_BEARER_ISSUER",
         "EVENTHANDLER_BEARER_AUDIENCE",
         "EVENTHANDLER_BEARER_JWKS_URI",
+        "EVENTHANDLER_BEARER_PRINCIPAL_ID",
         "WEBPUBSUB_ALLOWED_ORIGINS",
         "EVENTHANDLER_MAX_BODY_BYTES",
         "HEALTH_DEADLINE_SECONDS",
@@ -319,7 +323,8 @@ def _bearer(reader: _Reader, prefix: str, mode_setting: str) -> BearerSettings:
     audience = reader.require(f"{prefix}_AUDIENCE", why)
     jwks_uri = _https_url(reader, f"{prefix}_JWKS_URI", required=False)
     assert issuer is not None  # required=True guarantees it
-    return BearerSettings(issuer=issuer, audience=audience, jwks_uri=jwks_uri)
+    principal_id = reader.get(f"{prefix}_PRINCIPAL_ID") if prefix == "EVENTHANDLER_BEARER" else None
+    return BearerSettings(issuer=issuer, audience=audience, jwks_uri=jwks_uri, principal_id=principal_id)
 
 
 def _keyvault_uri(reader: _Reader) -> str:

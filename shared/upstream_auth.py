@@ -51,13 +51,20 @@ class SignatureCheck:
 
 
 class ServiceTokenCheck:
-    """The service's managed-identity bearer token (entra mode; hub event handler auth = ManagedIdentity)."""
+    """The service's managed-identity bearer token (entra mode; hub event handler auth = ManagedIdentity).
 
-    def __init__(self, validator: BearerValidator):
+    With `principal_id` (EVENTHANDLER_BEARER_PRINCIPAL_ID) only the Web PubSub resource's own
+    identity passes, not every identity of the tenant that can get a token for the audience.
+    """
+
+    def __init__(self, validator: BearerValidator, principal_id: str | None = None):
         self._validator = validator
+        self._principal_id = principal_id
 
     def authenticate(self, request: Request, context: ConnectionContext) -> None:
-        self._validator.validate(bearer_token(request.header("authorization")))
+        claims = self._validator.validate(bearer_token(request.header("authorization")))
+        if self._principal_id and claims.get("oid") != self._principal_id:
+            raise _refused("the bearer token belongs to another identity than the Web PubSub service's")
 
 
 class AppServiceCheck:
@@ -80,7 +87,7 @@ def build_authenticator(settings: Settings, tokens: TokenSource) -> UpstreamAuth
         return SignatureCheck(tokens)
     if settings.event_auth is EventAuth.BEARER:
         assert settings.event_bearer is not None  # guaranteed by load_settings
-        return ServiceTokenCheck(BearerValidator(settings.event_bearer))
+        return ServiceTokenCheck(BearerValidator(settings.event_bearer), settings.event_bearer.principal_id)
     if settings.event_auth is EventAuth.APP_SERVICE:
         return AppServiceCheck()
     return NoCheck()

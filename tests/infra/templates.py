@@ -30,6 +30,7 @@ PLACEHOLDERS: Mapping[str, Any] = {
     "webPubSub.outputs.hostName": "wps-abc123.webpubsub.azure.com",
     "webPubSub.outputs.name": "wps-abc123",
     "webPubSub.outputs.id": f"{_RG}/Microsoft.SignalRService/webPubSub/wps-abc123",
+    "webPubSub.outputs.principalId": "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f",
     "identity.outputs.clientId": "3f1b6a52-0c8e-4a51-9d0e-6a3c2b9e4f10",
     "identity.outputs.principalId": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
     "identity.outputs.id": f"{_RG}/Microsoft.ManagedIdentity/userAssignedIdentities/id-abc123",

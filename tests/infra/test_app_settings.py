@@ -46,7 +46,7 @@ REQUIRED_ALWAYS = {
 }
 REQUIRED_BY_CREDENTIAL = {
     "keyvault": {"KEYVAULT_URI", "WEBPUBSUB_KEY_SECRET_NAME", "KEYVAULT_REFRESH_SECONDS"},
-    "entra": {"EVENTHANDLER_BEARER_ISSUER", "EVENTHANDLER_BEARER_AUDIENCE"},
+    "entra": {"EVENTHANDLER_BEARER_ISSUER", "EVENTHANDLER_BEARER_AUDIENCE", "EVENTHANDLER_BEARER_PRINCIPAL_ID"},
 }
 REQUIRED_BY_NEGOTIATE = {
     "appservice": set[str](),
@@ -118,6 +118,8 @@ def test_the_app_accepts_the_settings_infra_sets(credential: str, negotiate: str
         assert settings.key_secret_name == "webpubsub-access-key"
     else:
         assert settings.event_auth is EventAuth.BEARER
+        assert settings.event_bearer is not None
+        assert settings.event_bearer.principal_id == PLACEHOLDERS["webPubSub.outputs.principalId"]
         assert settings.event_bearer is not None
         assert settings.event_bearer.issuer == f"https://sts.windows.net/{TENANT_ID}/"
         assert settings.event_bearer.audience == AUTH_CLIENT_ID

@@ -37,6 +37,7 @@ ENTRA_ENVIRON = {
     "EVENTHANDLER_AUTH": "bearer",
     "EVENTHANDLER_BEARER_ISSUER": "https://sts.windows.net/tenant/",
     "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
+    "EVENTHANDLER_BEARER_PRINCIPAL_ID": "99999999-0000-0000-0000-000000000000",
     "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
 }
 
@@ -84,6 +85,7 @@ def test_entra_mode_loads_with_bearer_on_both_sides() -> None:
     assert settings.negotiate_bearer.audience == "api://negotiate"
     assert settings.event_bearer is not None
     assert settings.event_bearer.issuer == "https://sts.windows.net/tenant/"
+    assert settings.event_bearer.principal_id == "99999999-0000-0000-0000-000000000000"
     assert settings.development_shortcuts == ()
 
 

@@ -197,6 +197,21 @@ class TestAuthenticity:
         assert post(wrong_audience, connect_body()).status_code == 401
         assert post(event_headers(), connect_body()).status_code == 401  # a signature is not enough here
 
+    def test_entra_mode_accepts_only_the_service_identity_when_configured(self, issuer: Issuer) -> None:
+        audience = "api://events"
+        validator = BearerValidator(BearerSettings(issuer.issuer, audience), fetch=issuer.fetch)
+        use_runtime(Runtime(local_settings(), authenticator=ServiceTokenCheck(validator, "wps-principal")))
+        service = event_headers(
+            signature=None, Authorization=f"Bearer {issuer.token(audience=audience, oid='wps-principal')}"
+        )
+        assert post(service, connect_body()).status_code == 200
+        other = event_headers(
+            signature=None, Authorization=f"Bearer {issuer.token(audience=audience, oid='other-app')}"
+        )
+        response = post(other, connect_body())
+        assert response.status_code == 401
+        assert "another identity" in json.loads(response.get_body())["error"]["message"]
+
     def test_appservice_mode_needs_the_platform_principal(self) -> None:
         use_runtime(Runtime(local_settings(EVENTHANDLER_AUTH="appservice", WEBSITE_AUTH_ENABLED="true")))
         assert post(event_headers(signature=None), connect_body()).status_code == 401
