@@ -210,14 +210,17 @@ class KeyVaultTokenSource:
                 )
         return self._client
 
-    def _read(self) -> None:
-        """Read the secret once (caller holds `_refreshing`); on success swap in a signer for the key."""
+    def _read(self, **request_options: Any) -> None:
+        """Read the secret once (caller holds `_refreshing`); on success swap in a signer for the key.
+
+        `request_options` go to the SDK call (per-request timeouts and retries, for `probe`).
+        """
         from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
         self.reads += 1
         self._attempted_at = self._clock()
         try:
-            secret = self._secret_client().get_secret(self._secret_name)
+            secret = self._secret_client().get_secret(self._secret_name, **request_options)
             key = key_from_secret(secret.value, self._endpoint)
         except ResourceNotFoundError:
             raise self._failed(f"secret {self._secret_name!r} does not exist in {self._vault_uri}") from None
@@ -289,6 +292,20 @@ class KeyVaultTokenSource:
             finally:
                 self._refreshing.release()
         return self._current().access_keys()
+
+    def probe(self, timeout: float) -> None:
+        """Read the secret now, for /api/health: proof that Key Vault and the identity work at this moment.
+
+        An ordinary read (one at a time; a success refreshes the cached key, a failure keeps it and
+        shows in `status()`), but with `timeout` per network step and no retries, so a hung vault
+        cannot hold it long. Raises DependencyUnavailable or ConfigError, like a first read.
+        """
+        if not self._refreshing.acquire(timeout=timeout):
+            raise DependencyUnavailable("Key Vault", f"a read started earlier is still running after {timeout:g} s")
+        try:
+            self._read(connection_timeout=timeout, read_timeout=timeout, retry_total=0)
+        finally:
+            self._refreshing.release()
 
     def status(self) -> KeyVaultStatus:
         return KeyVaultStatus(

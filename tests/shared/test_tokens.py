@@ -313,3 +313,41 @@ def test_entra_source_failures_are_503_with_the_cause(
 
 def test_entra_source_has_no_keys() -> None:
     assert entra(FakeAdapter(down)).access_keys(refresh=True) == ()
+
+
+def test_keyvault_probe_reads_now_and_keeps_the_cached_key_when_it_fails() -> None:
+    vault = FakeKeyVault({"wps-key": EMULATOR_KEY})
+    source = keyvault(vault, Clock())
+    source.access_keys()
+    vault.secrets["wps-key"] = SECOND_KEY
+    source.probe(1.0)  # reads although the cached key is fresh, and a success refreshes it
+    assert vault.reads == 2
+    assert source.access_keys() == (SECOND_KEY,)
+    vault.available = False
+    with pytest.raises(DependencyUnavailable):
+        source.probe(1.0)
+    assert source.access_keys() == (SECOND_KEY,)
+    assert source.status().has_key
+    assert source.status().last_error is not None
+
+
+def test_keyvault_probe_makes_one_attempt_without_retries() -> None:
+    vault = FakeKeyVault({"wps-key": EMULATOR_KEY}, status_override=503)
+    adapter = FakeAdapter(vault)
+    source = KeyVaultTokenSource(
+        endpoint=ENDPOINT,
+        hub="chat",
+        vault_uri="https://test.vault.azure.net/",
+        secret_name="wps-key",
+        refresh_seconds=300,
+        credential_provider=FakeCredential,
+        # The SDK's default retry policy, which retries a 503 several times for an ordinary read.
+        secret_client_factory=lambda: SecretClient(
+            "https://test.vault.azure.net/", FakeCredential(), transport=transport_for(adapter)
+        ),
+    )
+    with pytest.raises(DependencyUnavailable) as caught:
+        source.probe(1.0)
+    assert "503" in caught.value.detail
+    reads = [seen for seen in adapter.seen if "Authorization" in seen.headers]  # the challenge is cached per process
+    assert len(reads) == 1
