@@ -29,6 +29,18 @@ def eventhandler(req: func.HttpRequest) -> func.HttpResponse:
     return serve(req, routes.eventhandler)
 
 
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Readiness: probes the service, the credential and Key Vault; 200 healthy, else 503 with the reasons."""
+    return serve(req, routes.health)
+
+
+@app.route(route="health/live", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health_live(req: func.HttpRequest) -> func.HttpResponse:
+    """Liveness: 200 whenever the process answers; touches no setting and no dependency."""
+    return serve(req, routes.health_live)
+
+
 @app.route(route="client/{*asset}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def client(req: func.HttpRequest) -> func.HttpResponse:
     """The demo chat page (client) and its allow-listed static files (client/app.js, client/app.css)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared import client_page
+from shared import client_page, health as health_check
 from shared.runtime import get_runtime
 from shared.web import Request, Response
 
@@ -13,6 +13,14 @@ def negotiate(request: Request) -> Response:
 
 def eventhandler(request: Request) -> Response:
     return get_runtime().events.handle(request)
+
+
+def health(request: Request) -> Response:
+    return health_check.health()
+
+
+def health_live(request: Request) -> Response:
+    return health_check.live()
 
 
 def client(request: Request) -> Response:

@@ -15,6 +15,8 @@ EXPECTED = {
     "negotiate": ("negotiate", {"GET", "POST"}, func.AuthLevel.ANONYMOUS),
     "eventhandler": ("eventhandler", {"POST", "OPTIONS", "GET"}, func.AuthLevel.ANONYMOUS),
     "client": ("client/{*asset}", {"GET"}, func.AuthLevel.ANONYMOUS),
+    "health": ("health", {"GET"}, func.AuthLevel.ANONYMOUS),
+    "health_live": ("health/live", {"GET"}, func.AuthLevel.ANONYMOUS),
 }
 
 
