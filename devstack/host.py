@@ -1,0 +1,576 @@
+"""A local Functions host: serves a FunctionApp's HTTP triggers over real HTTP, where Core Tools would.
+
+Core Tools cannot run on every machine (its installer downloads the host from a CDN), so the
+local stack serves the app itself. Everything comes from the app's own function list, so no
+route is declared twice: each HTTP trigger is served at ``/<routePrefix>/<route>`` for exactly
+its methods, requests become ``func.HttpRequest`` and ``func.HttpResponse`` comes back the way
+the real host and the Python worker convert them:
+
+- header names lower-case, repeated header lines joined with ``,``;
+- the URL keeps the query; ``params`` holds one value per key (repeated keys joined with ``,``,
+  keys compared case-insensitively, empty values left out);
+- ``route_params`` holds the route template's values, defaults included, absent ones left out;
+- the response's Content-Type is its own header if set, else the mimetype (with
+  ``; charset=...`` for ``text/*`` types), exactly as the worker renders it.
+
+Route matching follows ASP.NET Core routing, which the real host uses: case-insensitive, an
+optional trailing slash, literal segments before parameters before catch-alls. Authorization
+levels are not enforced, as Core Tools does not enforce them locally. A function that raises
+gets a 500 with an empty body, as from the real host, and its traceback goes to the log.
+
+``local.settings.json`` is read as Core Tools reads it (see :func:`read_local_settings` and
+:func:`apply_values`); the launcher in ``devstack/__main__.py`` applies it before the app's
+settings are first read.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+import azure.functions as func
+from azure.functions.decorators.http import HttpTrigger
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_ROUTE_PREFIX",
+    "MAX_REQUEST_BODY_BYTES",
+    "CorsSettings",
+    "HttpFunction",
+    "LocalSettings",
+    "LocalSettingsError",
+    "apply_values",
+    "build_host",
+    "http_functions",
+    "indexed_functions",
+    "read_local_settings",
+    "read_route_prefix",
+    "route_url",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 7071
+DEFAULT_ROUTE_PREFIX = "api"
+#: The request body limit Core Tools gives its web server (the real host's default).
+MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class LocalSettingsError(ValueError):
+    """local.settings.json or host.json cannot be used; the message names the file and the problem."""
+
+
+# --- local.settings.json and host.json ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorsSettings:
+    """``Host.CORS`` and ``Host.CORSCredentials``: which browser origins may call the host."""
+
+    origins: tuple[str, ...]
+    credentials: bool = False
+
+    def __post_init__(self) -> None:
+        if "*" in self.origins and self.credentials:
+            # ASP.NET Core refuses this combination too: the CORS protocol forbids it.
+            raise LocalSettingsError("Host.CORS '*' cannot be combined with Host.CORSCredentials true")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """What Core Tools takes from local.settings.json: app settings, port and CORS."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    port: int = DEFAULT_PORT
+    cors: CorsSettings | None = None
+
+
+def read_local_settings(path: Path) -> LocalSettings:
+    """Read local.settings.json like Core Tools: a missing file means no settings at all.
+
+    Section and ``Host`` property names match case-insensitively; numbers and booleans among
+    ``Values`` become strings as .NET's JSON reader renders them (``7``, ``True``) and null
+    values are skipped. An encrypted file cannot be read without the machine's key.
+    """
+    if not path.exists():
+        return LocalSettings()
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise LocalSettingsError(f"{path} cannot be read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise LocalSettingsError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno})") from None
+    if not isinstance(document, dict):
+        raise LocalSettingsError(f"{path} must hold a JSON object")
+    sections = _case_insensitive(document)
+    if sections.get("isencrypted") is True:
+        raise LocalSettingsError(f"{path} is encrypted; decrypt it first with `func settings decrypt`")
+    values = _values(path, sections.get("values") or {})
+    host = sections.get("host") or {}
+    if not isinstance(host, dict):
+        raise LocalSettingsError(f"{path}: Host must be a JSON object")
+    host_settings = _case_insensitive(host)
+    port = _port(path, host_settings.get("localhttpport"))
+    origins = _origins(path, host_settings.get("cors"))
+    credentials = _flag(path, "Host.CORSCredentials", host_settings.get("corscredentials"))
+    return LocalSettings(values, port, CorsSettings(origins, credentials) if origins else None)
+
+
+def apply_values(values: Mapping[str, str], environ: MutableMapping[str, str]) -> list[str]:
+    """Put ``Values`` into the environment with Core Tools' precedence; return the names skipped.
+
+    A variable already set to a non-empty value wins over local.settings.json (Core Tools prints
+    "Skipping '<name>' from local settings as it's already defined in current environment
+    variables"), so ``NAME=value make run`` overrides the file for one run.
+    """
+    skipped = []
+    for name, value in values.items():
+        if environ.get(name):
+            skipped.append(name)
+        else:
+            environ[name] = value
+    return skipped
+
+
+def read_route_prefix(host_json: Path) -> str:
+    """``extensions.http.routePrefix`` from host.json (``api`` when absent; ``""`` serves at the root)."""
+    if not host_json.exists():
+        return DEFAULT_ROUTE_PREFIX
+    try:
+        document = json.loads(host_json.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as error:
+        raise LocalSettingsError(f"{host_json} is not valid JSON (line {error.lineno}, column {error.colno})") from None
+    http = _case_insensitive(_case_insensitive(document).get("extensions") or {}).get("http") or {}
+    prefix = _case_insensitive(http).get("routeprefix", DEFAULT_ROUTE_PREFIX)
+    if not isinstance(prefix, str):
+        raise LocalSettingsError(f"{host_json}: extensions.http.routePrefix must be a string")
+    return prefix.strip("/")
+
+
+def _case_insensitive(section: Any) -> dict[str, Any]:
+    return {str(key).lower(): value for key, value in section.items()} if isinstance(section, dict) else {}
+
+
+def _values(path: Path, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise LocalSettingsError(f"{path}: Values must be a JSON object of setting names and strings")
+    values: dict[str, str] = {}
+    for name, value in raw.items():
+        if not name or value is None:
+            continue
+        if isinstance(value, bool):
+            values[name] = str(value)
+        elif isinstance(value, str | int | float):
+            values[name] = value if isinstance(value, str) else json.dumps(value)
+        else:
+            raise LocalSettingsError(f"{path}: Values.{name} must be a string, not a JSON {type(value).__name__}")
+    return values
+
+
+def _port(path: Path, raw: Any) -> int:
+    if raw is None or raw == 0:
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        raise LocalSettingsError(f"{path}: Host.LocalHttpPort must be a port number") from None
+    if not 0 < port < 65536 or isinstance(raw, bool):
+        raise LocalSettingsError(f"{path}: Host.LocalHttpPort must be between 1 and 65535")
+    return port
+
+
+def _origins(path: Path, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, str):
+        raise LocalSettingsError(f"{path}: Host.CORS must be a comma-separated string of origins")
+    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+
+
+def _flag(path: Path, name: str, raw: Any) -> bool:
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in {"true", "false"}:
+        return raw.strip().lower() == "true"
+    raise LocalSettingsError(f"{path}: {name} must be true or false")
+
+
+# --- the app's function list --------------------------------------------------------------------
+
+_INDEX: weakref.WeakKeyDictionary[func.FunctionApp, tuple[func.Function, ...]] = weakref.WeakKeyDictionary()
+_INDEX_LOCK = threading.Lock()
+
+
+def indexed_functions(app: func.FunctionApp) -> tuple[func.Function, ...]:
+    """``app.get_functions()``, once per app: a second call raises ValueError about unique names."""
+    with _INDEX_LOCK:
+        functions = _INDEX.get(app)
+        if functions is None:
+            functions = tuple(app.get_functions())
+            _INDEX[app] = functions
+        return functions
+
+
+@dataclass(frozen=True)
+class HttpFunction:
+    """One HTTP-triggered function as the host sees it."""
+
+    name: str
+    route: str  # the route template, without the prefix
+    methods: frozenset[str] | None  # None: every method
+    binding_name: str  # the parameter the request is passed as
+    user_function: Callable[..., Any]
+
+    def describe_methods(self) -> str:
+        return ",".join(sorted(self.methods)) if self.methods is not None else "all methods"
+
+
+def http_functions(app: func.FunctionApp) -> tuple[HttpFunction, ...]:
+    """The app's HTTP triggers; other triggers are skipped with a warning (they need their services)."""
+    found = []
+    for function in indexed_functions(app):
+        name = function.get_function_name() or function.get_user_function().__name__
+        trigger = function.get_trigger()
+        if not isinstance(trigger, HttpTrigger):
+            logger.warning("Function '%s' is not HTTP-triggered; the local host does not run it", name)
+            continue
+        user_function = function.get_user_function()
+        _check_parameters(name, user_function, trigger.name)
+        methods = frozenset(str(method).upper() for method in trigger.methods) if trigger.methods else None
+        route = trigger.route if trigger.route is not None else name
+        found.append(HttpFunction(name, route.strip("/"), methods, trigger.name, user_function))
+    return tuple(found)
+
+
+def _check_parameters(name: str, user_function: Callable[..., Any], binding_name: str) -> None:
+    """Refuse what the Python worker refuses: the trigger's name must be the one parameter it fills."""
+    parameters = inspect.signature(user_function).parameters
+    unfilled = [
+        parameter
+        for parameter in parameters.values()
+        if parameter.name != binding_name and parameter.default is inspect.Parameter.empty
+    ]
+    if binding_name not in parameters or unfilled:
+        raise ValueError(
+            f"function '{name}' must take exactly the trigger's parameter '{binding_name}' "
+            "(set trigger_arg_name in app.route to use another name); the Python worker would refuse it"
+        )
+
+
+def route_url(base_url: str, route_prefix: str, route: str) -> str:
+    """``http://host:port/<prefix>/<route>``, leaving out empty parts."""
+    path = "/".join(part for part in (route_prefix, route) if part)
+    return f"{base_url.rstrip('/')}/{path}"
+
+
+# --- route templates ----------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\{([^{}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _PatternConvertor(Convertor[str]):
+    """A route constraint as a regular expression; values stay strings, as the worker passes them."""
+
+    regex: ClassVar[str] = ""
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# ASP.NET Core's inline constraints that take no argument, as starlette convertors.
+_CONSTRAINTS = {
+    "int": r"-?[0-9]+",
+    "long": r"-?[0-9]+",
+    "bool": r"(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])",
+    "alpha": r"[A-Za-z]+",
+    "guid": r"\{?[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}\}?",
+    "decimal": r"-?[0-9]+(?:\.[0-9]+)?",
+    "double": r"-?[0-9]+(?:\.[0-9]+)?",
+    "float": r"-?[0-9]+(?:\.[0-9]+)?",
+}
+
+
+@functools.cache
+def _convertor_name(constraint: str) -> str:
+    """Register (once) and name the starlette convertor for a route constraint."""
+    convertor = type(f"_{constraint.title()}Convertor", (_PatternConvertor,), {"regex": _CONSTRAINTS[constraint]})
+    name = f"functions_{constraint}"
+    register_url_convertor(name, convertor())
+    return name
+
+
+@dataclass(frozen=True)
+class _Parameter:
+    name: str
+    constraint: str | None
+    optional: bool
+    catch_all: bool
+    default: str | None
+
+    @classmethod
+    def parse(cls, token: str, template: str) -> _Parameter:
+        spec = token.strip()
+        catch_all = spec.startswith("*")
+        spec = spec.lstrip("*")
+        default = None
+        if "=" in spec:
+            spec, default = spec.split("=", 1)
+        optional = spec.endswith("?") or default is not None or catch_all
+        spec = spec.removesuffix("?")
+        name, _, constraint_text = spec.partition(":")
+        constraints = [part for part in constraint_text.split(":") if part]
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"route '{template}': parameter name '{name}' is not supported by the local host")
+        unknown = [part for part in constraints if part not in _CONSTRAINTS]
+        if unknown or len(constraints) > 1:
+            raise ValueError(
+                f"route '{template}': constraint '{':'.join(constraints)}' is not supported by the local host "
+                f"(supported: {', '.join(sorted(_CONSTRAINTS))})"
+            )
+        return cls(name, constraints[0] if constraints else None, optional, catch_all, default)
+
+    def starlette_token(self) -> str:
+        if self.catch_all:
+            return f"{{{self.name}:path}}"
+        if self.constraint:
+            return f"{{{self.name}:{_convertor_name(self.constraint)}}}"
+        return f"{{{self.name}}}"
+
+
+@dataclass(frozen=True)
+class _PathVariant:
+    """One starlette path a route template matches, and the defaults of the parameters it leaves out."""
+
+    path: str
+    defaults: Mapping[str, str]
+    precedence: tuple[int, ...]
+
+
+def _translate(route_prefix: str, template: str) -> list[_PathVariant]:
+    """Starlette paths for an ASP.NET Core route template (``{id}``, ``{id:int}``, ``{id?}``,
+    ``{id=7}``, ``{*rest}``): trailing optional segments become one path each, with and without."""
+    prefix_segments = [segment for segment in route_prefix.split("/") if segment]
+    segments = [segment for segment in template.split("/") if segment] if template else []
+    rendered: list[str] = []
+    precedence: list[int] = [1] * len(prefix_segments)
+    optional: list[_Parameter] = []
+    for index, segment in enumerate(segments):
+        tokens = list(_TOKEN.finditer(segment))
+        parameters = [_Parameter.parse(token.group(1), template) for token in tokens]
+        whole = len(tokens) == 1 and tokens[0].group(0) == segment
+        if any(parameter.optional for parameter in parameters) and not whole:
+            raise ValueError(f"route '{template}': optional parameters inside a segment are not supported")
+        if any(parameter.catch_all for parameter in parameters) and index != len(segments) - 1:
+            raise ValueError(f"route '{template}': a catch-all parameter must be the last segment")
+        if optional and not (whole and parameters[0].optional):
+            raise ValueError(f"route '{template}': only the last segments may be optional")
+        if whole and parameters[0].optional:
+            optional.append(parameters[0])
+        rendered.append(_render(segment, parameters))
+        precedence.append(_segment_precedence(parameters, whole))
+    required = len(segments) - len(optional)
+    variants = []
+    for kept in range(required, len(segments) + 1):
+        path = "/" + "/".join(prefix_segments + rendered[:kept])
+        defaults = {p.name: p.default for p in optional[kept - required :] if p.default is not None}
+        variants.append(_PathVariant(path, defaults, tuple(precedence[: len(prefix_segments) + kept])))
+    return variants
+
+
+def _render(segment: str, parameters: Sequence[_Parameter]) -> str:
+    """The segment with each of its parameters as a starlette path parameter."""
+    literals = _TOKEN.split(segment)[::2]  # split() also returns each token's inner text
+    rendered = [literals[0]]
+    for parameter, literal in zip(parameters, literals[1:], strict=True):
+        rendered += [parameter.starlette_token(), literal]
+    return "".join(rendered)
+
+
+def _segment_precedence(parameters: Sequence[_Parameter], whole: bool) -> int:
+    """ASP.NET Core's order: literal, mixed, constrained parameter, parameter, catch-all."""
+    if not parameters:
+        return 1
+    if not whole:
+        return 2
+    if parameters[0].catch_all:
+        return 5
+    return 3 if parameters[0].constraint else 4
+
+
+# --- requests and responses ---------------------------------------------------------------------
+
+
+def to_function_request(request: Request, body: bytes, route_params: Mapping[str, str]) -> func.HttpRequest:
+    """A func.HttpRequest exactly as the real host and the Python worker would build it."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in request.headers.raw:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    query_string = request.scope.get("query_string", b"").decode("latin-1")
+    grouped: dict[str, tuple[str, list[str]]] = {}
+    for key, value in parse_qsl(query_string, keep_blank_values=True):
+        grouped.setdefault(key.lower(), (key, []))[1].append(value)
+    params = {key: ",".join(values) for key, values in grouped.values() if ",".join(values)}
+    raw_path = request.scope.get("raw_path")
+    url = request.url if raw_path is None else request.url.replace(path=raw_path.decode("latin-1"))
+    return func.HttpRequest(
+        method=request.method, url=str(url), headers=headers, params=params, route_params=route_params, body=body
+    )
+
+
+def to_asgi_response(result: object) -> Response:
+    """What the worker and the host make of a function's return value."""
+    if isinstance(result, str):
+        return Response(result.encode("utf-8"), headers={"content-type": "text/plain; charset=utf-8"})
+    if not isinstance(result, func.HttpResponse):
+        raise TypeError(f"an HTTP function must return func.HttpResponse or str, not {type(result).__name__}")
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in result.headers.items():
+        lowered = name.lower()
+        if lowered == "set-cookie":
+            cookies.append(value)
+        elif lowered not in {"content-length", "transfer-encoding"}:  # the server frames the body itself
+            headers[lowered] = value
+    if "content-type" not in headers:
+        mimetype = result.mimetype
+        headers["content-type"] = f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") else mimetype
+    status = result.status_code
+    body = b"" if status in {204, 304} else result.get_body()
+    response = Response(body, status_code=status, headers=headers)
+    response.raw_headers.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in cookies)
+    return response
+
+
+# --- the ASGI application -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    function: HttpFunction
+    defaults: Mapping[str, str]
+
+
+class _Dispatcher:
+    """The ASGI endpoint of one path: picks the function for the method, or answers 405."""
+
+    def __init__(self) -> None:
+        self.by_method: dict[str, _Target] = {}
+        self.any_method: _Target | None = None
+
+    def add(self, target: _Target, path: str) -> None:
+        methods = target.function.methods
+        clashes = set(self.by_method) & set(methods or ALL_METHODS)
+        if self.any_method is not None or (methods is None and self.by_method) or clashes:
+            other = self.any_method or self.by_method[min(clashes or self.by_method)]
+            raise ValueError(
+                f"functions '{other.function.name}' and '{target.function.name}' both serve {path} "
+                f"for {', '.join(sorted(clashes)) or 'every method'}"
+            )
+        if methods is None:
+            self.any_method = target
+        else:
+            self.by_method.update(dict.fromkeys(methods, target))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        target = self.by_method.get(request.method) or self.any_method
+        if target is None:
+            allowed = ", ".join(sorted(self.by_method))
+            response: Response = PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": allowed})
+        else:
+            response = await _invoke(target, request)
+        await response(scope, receive, send)
+
+
+async def _invoke(target: _Target, request: Request) -> Response:
+    function = target.function
+    body = await request.body()  # beyond the body limit this raises and the server answers 413
+    route_params = {**target.defaults, **{k: str(v) for k, v in request.path_params.items() if str(v) != ""}}
+    http_request = to_function_request(request, body, route_params)
+    arguments = {function.binding_name: http_request}
+    try:
+        if inspect.iscoroutinefunction(function.user_function):
+            result = await function.user_function(**arguments)
+        else:
+            result = await run_in_threadpool(function.user_function, **arguments)
+        response = to_asgi_response(result)
+    except Exception:
+        logger.exception("Executed '%s' (Failed) %s %s", function.name, request.method, request.url.path)
+        return Response(status_code=500)
+    logger.info(
+        "Executed '%s' (Succeeded) %s %s -> %d", function.name, request.method, request.url.path, response.status_code
+    )
+    return response
+
+
+class _FunctionRoute(Route):
+    """A starlette route that matches as ASP.NET Core routing does: any case, optional trailing slash."""
+
+    def __init__(self, path: str, dispatcher: _Dispatcher, max_body_bytes: int) -> None:
+        super().__init__(path, dispatcher, max_body_size=max_body_bytes)
+        pattern = self.path_regex.pattern.removesuffix("$")
+        self.path_regex = re.compile(pattern + ("" if pattern.endswith("/") else "/?") + "$", re.IGNORECASE)
+
+
+def build_routes(
+    functions: Iterable[HttpFunction], route_prefix: str, max_body_bytes: int = MAX_REQUEST_BODY_BYTES
+) -> list[BaseRoute]:
+    """One route per distinct path, most specific first, each dispatching by method."""
+    dispatchers: dict[str, tuple[str, _Dispatcher, tuple[int, ...]]] = {}
+    for function in functions:
+        for variant in _translate(route_prefix, function.route):
+            key = variant.path.lower()
+            if key not in dispatchers:
+                dispatchers[key] = (variant.path, _Dispatcher(), variant.precedence)
+            dispatchers[key][1].add(_Target(function, variant.defaults), variant.path)
+    ordered = sorted(dispatchers.values(), key=lambda entry: entry[2])
+    return [_FunctionRoute(path, dispatcher, max_body_bytes) for path, dispatcher, _ in ordered]
+
+
+def build_host(
+    app: func.FunctionApp,
+    *,
+    route_prefix: str = DEFAULT_ROUTE_PREFIX,
+    cors: CorsSettings | None = None,
+    max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
+) -> Starlette:
+    """The ASGI application serving ``app``'s HTTP triggers; run it with devstack.servers.ServerThread."""
+    middleware = []
+    if cors is not None:
+        # As Core Tools configures ASP.NET Core: the listed origins, any header, any method.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=cors.origins,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                allow_credentials=cors.credentials,
+            )
+        )
+    routes = build_routes(http_functions(app), route_prefix, max_body_bytes)
+    return Starlette(routes=routes, middleware=middleware)
