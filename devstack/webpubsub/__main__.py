@@ -125,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # httpx logs every request's full URL at INFO, which would print a ``?code=`` function key.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     service = LocalWebPubSub(settings)
     sock = bind_socket(arguments.host, arguments.port)
     public_host = _public_host(arguments.host)

@@ -169,12 +169,12 @@ class ClientEndpoint:
         """Read frames until the socket ends, then detach it from the connection."""
         websocket = transport.websocket
         writer = asyncio.get_running_loop().create_task(transport.run_writer())
-        close_code = 1006
+        close_code, close_reason = 1006, ""
         try:
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
-                    close_code = int(message.get("code", 1006))
+                    close_code, close_reason = int(message.get("code", 1006)), str(message.get("reason") or "")
                     break
                 if connection.closed or connection.transport is not transport:
                     continue  # closing, or superseded by a recovered socket: ignore stragglers
@@ -187,11 +187,14 @@ class ClientEndpoint:
                 else:
                     await self._on_json_frame(connection, text)
         finally:
+            reason: str | None
             if transport.close_request is not None:
-                recoverable = not transport.close_request.final
+                recoverable, reason = not transport.close_request.final, transport.close_request.reason
+            elif close_code in _FINAL_CLIENT_CLOSE_CODES:
+                recoverable, reason = False, close_reason or None  # the client's own words, if any
             else:
-                recoverable = close_code not in _FINAL_CLIENT_CLOSE_CODES
-            self.manager.detach(connection, transport, recoverable=recoverable, reason=f"closed ({close_code})")
+                recoverable, reason = True, f"The connection was lost (close code {close_code})."
+            self.manager.detach(connection, transport, recoverable=recoverable, reason=reason)
             if transport.close_request is not None:
                 # Let an ordered close finish writing its last frames; the peer has answered it.
                 await asyncio.wait({writer}, timeout=1.0)

@@ -220,7 +220,9 @@ class ConnectionManager:
         if previous is not None:
             previous.close(1000, "superseded by a recovered connection", final=False)
 
-    def detach(self, connection: ClientConnection, transport: Transport, *, recoverable: bool, reason: str) -> None:
+    def detach(
+        self, connection: ClientConnection, transport: Transport, *, recoverable: bool, reason: str | None
+    ) -> None:
         """The socket ended: a reliable connection waits for recovery, any other one is gone."""
         if connection.transport is not transport:
             return  # an older socket of a connection that has since recovered
@@ -284,7 +286,7 @@ class ConnectionManager:
         if connection.transport is None and not connection.closed:
             self._remove(connection, "the connection was not recovered in time")
 
-    def _remove(self, connection: ClientConnection, reason: str) -> None:
+    def _remove(self, connection: ClientConnection, reason: str | None) -> None:
         connection.closed = True
         self._connections.pop(connection.connection_id, None)
         for group in list(connection.groups):

@@ -7,8 +7,10 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
 
+import httpx
 import pytest
 from starlette.responses import JSONResponse, Response
 
@@ -349,3 +351,39 @@ def test_events_of_one_connection_never_overlap(
     assert overlapped == [False]
     bodies = [request.body for request in event_handler.events("azure.webpubsub.user.e")]
     assert bodies == [b"first", b"second"]
+
+
+def test_upstream_log_shows_outcomes_but_no_secrets(
+    service: RunningWebPubSub, event_handler: FakeEventHandler, hub: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="devstack")
+    function_key = "s3cr3t-function-key"
+    service.service.configure_event_handlers(
+        [EventHandlerSettings(url_template=f"{event_handler.url}?code={function_key}")]
+    )
+    event_handler.user_event = lambda _: Response(status_code=500)
+    token = client_token(service.endpoint, hub, user_id="alice")
+    with json_client(service, hub, user_id="alice") as client:
+        assert (
+            client.request({"type": "event", "event": "chat", "dataType": "text", "data": "x", "ackId": 1})["error"][
+                "name"
+            ]
+            == "InternalServerError"
+        )
+        connection_id = client.connection_id
+    event_handler.wait_for_event(DISCONNECTED, connection_id)
+    assert event_handler.requests[0].query == f"code={function_key}"  # the handler does get its key
+
+    records = httpx.get(f"{service.endpoint}/_devstack/upstream-log").json()
+    outcomes = [(r["event_name"], r["status"], r["outcome"]) for r in records]
+    assert outcomes == [
+        ("validate", 200, "allowed"),
+        ("connect", 204, "delivered"),
+        ("connected", 204, "delivered"),
+        ("chat", 500, "failed"),
+        ("disconnected", 204, "delivered"),
+    ]
+    assert all(record["url"].endswith("?code=***") for record in records)
+    written = json.dumps(records) + caplog.text
+    for secret in (function_key, ACCESS_KEY, token, expected_signature(connection_id)):
+        assert secret not in written
