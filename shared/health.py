@@ -184,7 +184,10 @@ def _root_cause(error: BaseException) -> str:
 
 def probe_service(http: HttpProbe, endpoint: str, timeout: float) -> str:
     url = f"{endpoint}/api/health?api-version={SERVICE_API_VERSION}"
-    status = http.status("HEAD", url, timeout)
+    try:
+        status = http.status("HEAD", url, timeout)
+    except ProbeFailed as failure:
+        raise ProbeFailed(f"HEAD {url}: {failure}") from None
     if 200 <= status < 300:
         return f"HEAD {url} answered {status}"
     hint = " (check that WEBPUBSUB_ENDPOINT, or the connection string's Endpoint, is the service)"

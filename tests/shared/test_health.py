@@ -200,6 +200,7 @@ def test_a_failing_service_makes_the_app_unhealthy_within_the_deadline(
     assert report.status is Status.UNHEALTHY
     assert report.checks["webpubsub"].status is Status.UNHEALTHY
     assert words in report.checks["webpubsub"].detail
+    assert report.checks["webpubsub"].detail.startswith("HEAD http://127.0.0.1:")  # says where
     assert report.checks["credential"].status is Status.HEALTHY  # the other checks still report
     assert_within_deadline(report, elapsed, deadline)
     response = health.render(report)
