@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import jwt
@@ -163,6 +163,15 @@ def test_requests_without_a_valid_bearer_token_are_unauthorized(
     assert response.headers["x-ms-error-code"] == "Unauthorized"
 
 
+@pytest.mark.parametrize("audience_of", [lambda url: url, lambda url: url.split("?")[0].upper()])
+def test_access_key_token_audience_is_the_request_url_with_or_without_query_in_any_case(
+    service: RunningWebPubSub, hub: str, audience_of: Callable[[str], str]
+) -> None:
+    url = f"{service.endpoint}/api/hubs/{hub}/:send?api-version={API_VERSION}"
+    headers = {"Content-Type": "text/plain", "Authorization": "Bearer " + rest_token(audience_of(url))}
+    assert httpx.post(url, content=b"x", headers=headers).status_code == 202
+
+
 def test_odata_filters_are_reported_as_unsupported(
     service: RunningWebPubSub, hub: str, rest: WebPubSubServiceClient
 ) -> None:
@@ -224,6 +233,8 @@ def test_entra_mode_runs_against_the_local_identity_endpoint(
             assert json.loads(listener.recv(timeout=5))["userId"] == "eve"
             client.send_to_group("g", "via entra", content_type="text/plain", enforce_https=False)
             assert json.loads(listener.recv(timeout=5))["data"] == "via entra"
+            client.send_to_all({"to": "all"}, enforce_https=False)
+            assert json.loads(listener.recv(timeout=5))["data"] == {"to": "all"}
 
 
 def test_entra_tokens_from_elsewhere_are_refused(service: RunningWebPubSub, hub: str) -> None:
