@@ -84,7 +84,11 @@ class ClientEndpoint:
             logger.info("handshake refused (%s): %s", refusal.status, refusal.reason)
             await _refuse(websocket, refusal.status, refusal.reason)
             return
-        await websocket.accept(subprotocol=connection.subprotocol)
+        try:
+            await websocket.accept(subprotocol=connection.subprotocol)
+        except OSError:  # the client gave up while the event handler was deciding
+            logger.info("client of %s left before the handshake completed", connection.connection_id)
+            return
         transport = Transport(websocket, self.settings.outbound_queue_frames)
         self.manager.attach(connection, transport, replay=False)
         self.manager.register(connection, groups)

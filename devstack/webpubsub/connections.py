@@ -133,7 +133,8 @@ class ClientConnection:
         self.unacked: collections.OrderedDict[int, Frame] = collections.OrderedDict()
         self._last_sequence_id = 0
         self._next_event_id = 1  # ce-id 0 was the connect event
-        self._expiry: asyncio.TimerHandle | None = None
+        #: Ends a dropped reliable connection once the recovery window has passed.
+        self.recovery_timer: asyncio.TimerHandle | None = None
 
     @property
     def uses_json(self) -> bool:
@@ -211,9 +212,9 @@ class ConnectionManager:
         """Give the connection a (new) socket; on recovery, resend what the client has not acked."""
         previous = connection.transport
         connection.transport = transport
-        if connection._expiry is not None:
-            connection._expiry.cancel()
-            connection._expiry = None
+        if connection.recovery_timer is not None:
+            connection.recovery_timer.cancel()
+            connection.recovery_timer = None
         if replay:
             for frame in connection.unacked.values():
                 transport.send(frame)
@@ -231,7 +232,7 @@ class ConnectionManager:
             return
         if recoverable and connection.mode == "reliable":
             loop = asyncio.get_running_loop()
-            connection._expiry = loop.call_later(self.settings.recovery_window_seconds, self._expire, connection)
+            connection.recovery_timer = loop.call_later(self.settings.recovery_window_seconds, self._expire, connection)
             logger.info(
                 "connection %s dropped; recoverable for %.0f s",
                 connection.connection_id,
@@ -275,14 +276,14 @@ class ConnectionManager:
 
     async def shutdown(self, grace_seconds: float = 2.0) -> None:
         for connection in list(self._connections.values()):
-            if connection._expiry is not None:
-                connection._expiry.cancel()
+            if connection.recovery_timer is not None:
+                connection.recovery_timer.cancel()
             self._remove(connection, "the service is shutting down")
         lanes = list(self._finishing_lanes)
         await asyncio.gather(*(lane.wait_finished(grace_seconds) for lane in lanes))
 
     def _expire(self, connection: ClientConnection) -> None:
-        connection._expiry = None
+        connection.recovery_timer = None
         if connection.transport is None and not connection.closed:
             self._remove(connection, "the connection was not recovered in time")
 
