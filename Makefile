@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit
+.PHONY: install test lint typecheck unit run
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,7 @@ unit: install
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit
+
+# The local stack: Functions host and Web PubSub service, in the foreground until Ctrl+C.
+run: install
+	$(BIN)/python -m devstack

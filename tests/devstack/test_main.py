@@ -1,0 +1,176 @@
+"""``python -m devstack``: the local stack starts wired together, says where it is, and stops on Ctrl+C."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
+
+from devstack.__main__ import RunningStack, StackError, describe, main, parse_arguments, start_stack
+from tests.fakes import EMULATOR_KEY
+
+
+def arguments(settings: Path, *extra: str) -> list[str]:
+    return ["--settings", str(settings), "--port", "0", "--webpubsub-port", "0", *extra]
+
+
+@pytest.fixture
+def printed() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def stack(tmp_path: Path, printed: list[str]) -> Iterator[RunningStack]:
+    running = start_stack(parse_arguments(arguments(tmp_path / "local.settings.json")), out=printed.append)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_first_run_creates_local_settings_from_the_example(
+    tmp_path: Path, stack: RunningStack, printed: list[str]
+) -> None:
+    created = tmp_path / "local.settings.json"
+    assert created.read_text() == Path("local.settings.json.example").read_text()
+    assert printed[0].startswith(f"Created {created} from local.settings.json.example")
+
+
+def test_a_client_negotiates_through_the_host_and_connects_to_the_local_service(stack: RunningStack) -> None:
+    """The wiring: the token is for this service, and the service's connect event is accepted by the host."""
+    assert stack.service is not None
+    response = httpx.get(stack.url("negotiate"), params={"userId": "alice"})
+    assert response.status_code == 200, response.text
+    document = response.json()
+    claims = jwt.decode(
+        document["token"],
+        EMULATOR_KEY,  # the key of the example's connection string signs both ways
+        algorithms=["HS256"],
+        audience=f"{stack.service.endpoint}/client/hubs/chat",
+    )
+    assert claims["sub"] == "alice"
+    with connect(document["url"], subprotocols=[Subprotocol("json.webpubsub.azure.v1")], open_timeout=10) as client:
+        connected = json.loads(client.recv(timeout=10))
+    assert connected["event"] == "connected"
+    assert connected["userId"] == "alice"
+    connect_event = stack.service.upstream_log.wait_for(lambda record: record.event_name == "connect", timeout=10)
+    assert connect_event.url == stack.url("eventhandler")
+    assert connect_event.outcome == "delivered"
+
+
+def test_another_service_port_is_passed_to_the_app_for_this_run(stack: RunningStack, printed: list[str]) -> None:
+    assert stack.service is not None
+    assert os.environ["WEBPUBSUB_CONNECTION_STRING"] == stack.service.connection_string
+    assert f"WEBPUBSUB_CONNECTION_STRING now points to {stack.service.endpoint} for this run." in printed
+
+
+def test_the_banner_names_every_url(stack: RunningStack) -> None:
+    assert stack.service is not None
+    banner = describe(stack)
+    assert f"{stack.host_url}/api/negotiate?userId=alice" in banner
+    assert f"Events go to:      {stack.host_url}/api/eventhandler" in banner
+    assert f"Client page:   {stack.host_url}/api/client\n" in banner  # served by client/{*asset}
+    assert f"negotiate: [GET,POST] {stack.host_url}/api/negotiate" in banner
+    assert stack.service.endpoint in banner
+    assert stack.service.connection_string in banner  # the emulator's public key: safe to show
+    assert "production uses Azure Web PubSub" in banner
+
+
+def test_environment_variables_win_over_the_settings_file(tmp_path: Path, printed: list[str]) -> None:
+    os.environ["NEGOTIATE_GROUPS"] = "lobby"
+    running = start_stack(parse_arguments(arguments(tmp_path / "local.settings.json")), out=printed.append)
+    try:
+        assert os.environ["NEGOTIATE_GROUPS"] == "lobby"
+        assert any("Skipping 'NEGOTIATE_GROUPS'" in line for line in printed)
+    finally:
+        running.stop()
+
+
+def test_an_app_using_azure_web_pubsub_gets_no_local_service(tmp_path: Path, printed: list[str]) -> None:
+    os.environ["WEBPUBSUB_CONNECTION_STRING"] = f"Endpoint=https://demo.webpubsub.azure.com;AccessKey={EMULATOR_KEY};"
+    running = start_stack(parse_arguments(arguments(tmp_path / "local.settings.json")), out=printed.append)
+    try:
+        assert running.service is None
+        assert "The app uses the Web PubSub service at https://demo.webpubsub.azure.com" in "\n".join(printed)
+        assert "Local Web PubSub service: not started." in describe(running)
+    finally:
+        running.stop()
+
+
+def test_a_taken_host_port_is_a_clear_error(tmp_path: Path, taken_port: int) -> None:
+    options = parse_arguments(["--settings", str(tmp_path / "s.json"), "--port", str(taken_port), "--no-webpubsub"])
+    with pytest.raises(StackError, match=r"Functions host: the port is already in use.*--port"):
+        start_stack(options, out=lambda _: None)
+
+
+def test_a_taken_service_port_is_a_clear_error_and_the_host_is_released(tmp_path: Path, taken_port: int) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        host_port = probe.getsockname()[1]
+    options = parse_arguments(
+        ["--settings", str(tmp_path / "s.json"), "--port", str(host_port), "--webpubsub-port", str(taken_port)]
+    )
+    with pytest.raises(StackError, match=r"Local Web PubSub service: the port is already in use.*--webpubsub-port"):
+        start_stack(options, out=lambda _: None)
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", host_port))  # the host's socket was closed
+
+
+def test_main_reports_errors_on_stderr_with_exit_code_1(
+    tmp_path: Path, taken_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--settings", str(tmp_path / "s.json"), "--port", str(taken_port), "--no-webpubsub"]) == 1
+    assert "error: Functions host: the port is already in use" in capsys.readouterr().err
+
+
+def copy_lines(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+    for line in process.stdout or ():
+        lines.put(line)
+
+
+def test_make_run_stays_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "devstack", *arguments(tmp_path / "local.settings.json")]
+    lines: queue.Queue[str] = queue.Queue()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+        reader = threading.Thread(target=copy_lines, args=(process, lines), daemon=True)
+        reader.start()
+        try:
+            seen = [lines.get(timeout=60)]
+            while "Press Ctrl+C to stop." not in seen[-1]:
+                seen.append(lines.get(timeout=60))
+            negotiate = re.search(r"Negotiate:\s+(\S+)", "".join(seen))
+            assert negotiate is not None, seen
+            assert httpx.get(negotiate.group(1)).status_code == 200
+            assert process.poll() is None  # still serving
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+        reader.join(10)
+    remaining = []
+    while not lines.empty():
+        remaining.append(lines.get())
+    assert remaining[-2:] == ["Stopping the local stack...\n", "Stopped.\n"]
