@@ -1,0 +1,178 @@
+"""The command line of `python -m shared.doctor`: options, settings, one report, the exit code.
+
+Exit codes: 0 when everything checked is fine (warnings included), 1 when a check failed,
+2 for a usage error. The options shared by every command (--json, the overrides, --timeout)
+are accepted before or after the command name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS
+from shared.doctor.report import Report, url_query_values
+from shared.doctor.target import (
+    AzureAccess,
+    Overrides,
+    Target,
+    collect_settings,
+    resolve_target,
+    signing_key,
+)
+
+PROG = "python -m shared.doctor"
+STDIN = "-"
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 120:
+        raise argparse.ArgumentTypeError("the timeout must be more than 0 and at most 120 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS defaults: a subcommand's parser would otherwise reset an option given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+    common.add_argument(
+        "--connection-string",
+        default=argparse.SUPPRESS,
+        help="use this connection string (prefer the WEBPUBSUB_CONNECTION_STRING setting: arguments are visible)",
+    )
+    common.add_argument("--key", default=argparse.SUPPRESS, help="the access key to sign and verify with")
+    common.add_argument("--endpoint", default=argparse.SUPPRESS, help="the service endpoint, https://<name>...")
+    common.add_argument("--hub", default=argparse.SUPPRESS, help="the hub name")
+    common.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=argparse.SUPPRESS,
+        help=f"seconds per request (default {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[common],
+        description="Diagnose the Web PubSub app: settings, client tokens and event handlers. "
+        "Settings come from the environment and ./local.settings.json, as the app reads them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    token = commands.add_parser(
+        "token",
+        parents=[common],
+        help="why a client access URL or token is refused",
+        description="Check a client access URL (or a bare JWT) as the service does when a client connects.",
+    )
+    token.add_argument(
+        "client_token", metavar="URL_OR_JWT", help="the url negotiate returned, a JWT, or - to read stdin"
+    )
+    token.add_argument(
+        "--group", action="append", default=[], metavar="GROUP", help="check the roles for this group (repeatable)"
+    )
+    commands.add_parser(
+        "config",
+        parents=[common],
+        help="load the settings as the app does, and probe the service, Key Vault and the identity",
+    )
+    handler = commands.add_parser(
+        "handler",
+        parents=[common],
+        help="send what the service sends to an event handler URL",
+        description="Validate an event handler URL as the service does, then send it signed and forged events.",
+    )
+    handler.add_argument("url", help="the event handler URL, e.g. https://<app>.azurewebsites.net/api/eventhandler")
+    return parser
+
+
+@contextlib.contextmanager
+def _quiet_azure_logs() -> Iterator[None]:
+    """The SDKs log failures the report already explains; keep them off the terminal meanwhile."""
+    azure_logger = logging.getLogger("azure")
+    level = azure_logger.level
+    azure_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        azure_logger.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None, *, access: AzureAccess | None = None, out: TextIO | None = None) -> int:
+    """Run one command; returns the exit code. Tests pass `access` to replace how Azure is reached."""
+    out = out or sys.stdout
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    options = vars(args)
+    overrides = Overrides(
+        connection_string=options.get("connection_string"),
+        key=options.get("key"),
+        endpoint=options.get("endpoint"),
+        hub=options.get("hub"),
+    )
+    timeout = float(options.get("timeout", DEFAULT_TIMEOUT_SECONDS))
+    access = access or AzureAccess(timeout=timeout)
+    source = collect_settings(os.environ, Path.cwd(), overrides)
+    target = resolve_target(source, overrides)
+    report = Report(args.command)
+    report.conceal(overrides.connection_string, source.environ.get("WEBPUBSUB_CONNECTION_STRING"), target.key)
+    with _quiet_azure_logs():
+        if args.command == "config":
+            from shared.doctor.config import check_config
+
+            report.extend(check_config(source, access))
+        elif args.command == "token":
+            _token(args, report, target, overrides, access)
+        elif not _handler(args, report, target, access, timeout):
+            parser.print_usage(sys.stderr)
+            print(
+                f"{PROG} handler: error: no service endpoint is configured, so there is no host to send as "
+                "WebHook-Request-Origin; set WEBPUBSUB_CONNECTION_STRING or WEBPUBSUB_ENDPOINT, or pass "
+                "--connection-string or --endpoint",
+                file=sys.stderr,
+            )
+            return 2
+    print(report.render_json() if options.get("json") else report.render_text(), file=out)
+    return report.exit_code
+
+
+def _token(args: argparse.Namespace, report: Report, target: Target, overrides: Overrides, access: AzureAccess) -> None:
+    from shared.doctor.token import ClientAddress, check_token, is_client_url
+
+    text = sys.stdin.read() if args.client_token == STDIN else args.client_token
+    report.conceal(text.strip(), *url_query_values(text.strip()))
+    if not is_client_url(text) or not (overrides.key or overrides.connection_string):
+        report.add(target.describe())  # the configuration is what the token is compared with
+    key, key_note = signing_key(target, access)
+    report.conceal(key)
+    configured = ClientAddress(target.endpoint, target.hub) if target.endpoint else None
+    report.extend(check_token(text, configured=configured, key=key, key_note=key_note, groups=args.group))
+
+
+def _handler(args: argparse.Namespace, report: Report, target: Target, access: AzureAccess, timeout: float) -> bool:
+    """Run the handler checks; False when there is no service host to send as the origin."""
+    from shared.doctor.handler import HandlerTarget, check_handler
+
+    report.conceal(*url_query_values(args.url))
+    origin_host = urlsplit(target.endpoint).hostname if target.endpoint else None
+    if not origin_host:
+        return False
+    report.add(target.describe())
+    key, key_note = signing_key(target, access)
+    report.conceal(key)
+    handler_target = HandlerTarget(
+        url=args.url, origin_host=origin_host, hub=target.hub, key=key, key_note=key_note, timeout=timeout
+    )
+    report.extend(check_handler(handler_target))
+    return True

@@ -1,0 +1,333 @@
+"""What the doctor diagnoses: the app's settings, read the way the app reads them, plus overrides.
+
+The app reads its settings from the environment; the Functions host fills the environment from
+`local.settings.json` `Values` when it runs locally. The doctor does both, with the environment
+winning as it does under Core Tools, then applies the command line (`--connection-string`,
+`--key`, `--endpoint`, `--hub`) and hands the result to `shared.config.load_settings`, the app's
+own validation. When the settings as a whole do not load (say NEGOTIATE_AUTH is wrong), `token`
+and `handler` still get the endpoint, hub and key they need from the parts that do parse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shared.config import (
+    CredentialMode,
+    Settings,
+    load_settings,
+    normalize_endpoint,
+    parse_connection_string,
+)
+from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, run_with_deadline
+from shared.doctor.report import Check, fingerprint, ok, warn
+from shared.errors import ConfigError, DependencyUnavailable
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+LOCAL_SETTINGS_FILE = "local.settings.json"
+# Set by App Service on every site; their presence means "this runs in Azure".
+PRODUCTION_MARKERS = ("WEBSITE_SITE_NAME", "WEBSITE_INSTANCE_ID")
+DEFAULT_HUB = "chat"
+
+_CREDENTIAL = "WEBPUBSUB_CREDENTIAL"
+_CONNECTION_STRING = "WEBPUBSUB_CONNECTION_STRING"
+_ENDPOINT = "WEBPUBSUB_ENDPOINT"
+_HUB = "WEBPUBSUB_HUB"
+# The settings that decide the endpoint, hub and key: the only ones `token` and `handler` depend on.
+_TARGET_SETTINGS = frozenset(
+    {_CREDENTIAL, _CONNECTION_STRING, _ENDPOINT, _HUB, "KEYVAULT_URI", "WEBPUBSUB_KEY_SECRET_NAME"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Command-line values that replace the configured ones."""
+
+    connection_string: str | None = field(default=None, repr=False)
+    key: str | None = field(default=None, repr=False)
+    endpoint: str | None = None
+    hub: str | None = None
+
+
+class LocalSettingsError(ValueError):
+    """local.settings.json exists but cannot be used; the message never repeats its values."""
+
+
+def read_local_settings(path: Path) -> dict[str, str]:
+    """The `Values` of a local.settings.json file, as the strings the host would put in the environment."""
+    try:
+        document: Any = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as error:
+        raise LocalSettingsError(f"{path.name} cannot be read ({error.strerror or type(error).__name__})") from None
+    except ValueError as error:
+        line = getattr(error, "lineno", None)
+        where = f" (line {line})" if line else ""
+        raise LocalSettingsError(f"{path.name} is not valid JSON{where}") from None
+    if not isinstance(document, dict):
+        raise LocalSettingsError(f'{path.name} must hold a JSON object with "Values"')
+    if document.get("IsEncrypted") is True:
+        raise LocalSettingsError(
+            f"{path.name} is encrypted (IsEncrypted: true); decrypt it with `func settings decrypt` "
+            "or set the values in the environment"
+        )
+    values = document.get("Values", {})
+    if not isinstance(values, dict):
+        raise LocalSettingsError(f'"Values" in {path.name} must be a JSON object')
+    found: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            found[name] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            found[name] = str(value)
+        else:
+            raise LocalSettingsError(f'"Values.{name}" in {path.name} must be a string')
+    return found
+
+
+@dataclass(frozen=True)
+class SettingsSource:
+    """The merged environment the app would see, and where its values came from."""
+
+    environ: Mapping[str, str] = field(repr=False)
+    file: Path | None = None
+    from_file: frozenset[str] = frozenset()
+    file_problem: str | None = None
+    overridden: tuple[str, ...] = ()
+
+    @property
+    def production(self) -> bool:
+        return any((self.environ.get(name) or "").strip() for name in PRODUCTION_MARKERS)
+
+    def describe(self) -> Check:
+        """One line saying where the settings were read from."""
+        parts = ["the environment"]
+        if self.file is not None and self.file_problem is None:
+            parts.append(f"{len(self.from_file)} value(s) from {self.file} (the environment wins)")
+        if self.overridden:
+            parts.append("the command line for " + ", ".join(self.overridden))
+        summary = "settings read from " + "; ".join(parts)
+        if self.file_problem:
+            return warn(
+                "settings-file",
+                f"{summary}; {self.file_problem}",
+                "Fix the file, or set the values as environment variables.",
+            )
+        return ok("settings-file", summary)
+
+
+def apply_overrides(environ: dict[str, str], overrides: Overrides) -> tuple[str, ...]:
+    """Write the command-line values into `environ` as settings; returns the setting names changed.
+
+    --connection-string selects connectionstring mode. In that mode --endpoint and --key replace
+    the matching part of the connection string; in the other modes --endpoint is WEBPUBSUB_ENDPOINT
+    and --key is only used to sign and verify, as the service's key.
+    """
+    changed: list[str] = []
+
+    def put(name: str, value: str) -> None:
+        environ[name] = value
+        if name not in changed:
+            changed.append(name)
+
+    if overrides.hub:
+        put(_HUB, overrides.hub)
+    if overrides.connection_string:
+        put(_CREDENTIAL, CredentialMode.CONNECTION_STRING.value)
+        put(_CONNECTION_STRING, overrides.connection_string)
+    if not (overrides.endpoint or overrides.key):
+        return tuple(changed)
+    credential = (environ.get(_CREDENTIAL) or "").strip().lower()
+    uses_connection_string = credential == CredentialMode.CONNECTION_STRING.value or (
+        not credential and overrides.key is not None
+    )
+    if uses_connection_string:
+        endpoint, key = overrides.endpoint, overrides.key
+        current = (environ.get(_CONNECTION_STRING) or "").strip()
+        if current and (endpoint is None or key is None):
+            with contextlib.suppress(ConfigError):
+                current_endpoint, current_key = parse_connection_string(current)
+                endpoint = endpoint or current_endpoint
+                key = key or current_key
+        if endpoint and key:
+            put(_CREDENTIAL, CredentialMode.CONNECTION_STRING.value)
+            put(_CONNECTION_STRING, f"Endpoint={endpoint};AccessKey={key};Version=1.0;")
+            return tuple(changed)
+    if overrides.endpoint:
+        put(_ENDPOINT, overrides.endpoint)
+    return tuple(changed)
+
+
+def collect_settings(environ: Mapping[str, str], cwd: Path, overrides: Overrides | None = None) -> SettingsSource:
+    """The environment the app would run with here: local.settings.json Values, environment, overrides."""
+    path = cwd / LOCAL_SETTINGS_FILE
+    file_values: dict[str, str] = {}
+    problem = None
+    found_file = None
+    if path.is_file():
+        found_file = path
+        try:
+            file_values = read_local_settings(path)
+        except LocalSettingsError as error:
+            problem = str(error)
+    merged = {**file_values, **environ}
+    changed = apply_overrides(merged, overrides or Overrides())
+    return SettingsSource(
+        environ=merged,
+        file=found_file,
+        from_file=frozenset(name for name in file_values if name not in environ),
+        file_problem=problem,
+        overridden=changed,
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """The service endpoint, hub and key the checks compare against."""
+
+    endpoint: str | None
+    hub: str
+    settings: Settings | None
+    load_error: ConfigError | None
+    key: str | None = field(default=None, repr=False)
+    key_origin: str = ""
+    mode: str = ""  # WEBPUBSUB_CREDENTIAL as configured, also when the settings do not load
+
+    def describe(self) -> Check:
+        where = f"endpoint {self.endpoint or '(none)'}, hub {self.hub}"
+        if self.key:
+            where += f", key from {self.key_origin} ({fingerprint(self.key)})"
+        if self.load_error is None:
+            return ok("settings", where)
+        if self.load_error.setting not in _TARGET_SETTINGS:
+            return ok("settings", f"{where} (other settings do not load; `config` says which)")
+        return warn(
+            "settings",
+            f"{self.load_error.log_message}; using {where}",
+            "Run `python -m shared.doctor config` for the full diagnosis.",
+        )
+
+
+def _partial_target(environ: Mapping[str, str]) -> tuple[str | None, str, str | None]:
+    """Endpoint, hub and key from whichever settings parse on their own."""
+    hub = (environ.get(_HUB) or "").strip() or DEFAULT_HUB
+    credential = (environ.get(_CREDENTIAL) or "").strip().lower()
+    endpoint: str | None = None
+    key: str | None = None
+    raw_connection_string = (environ.get(_CONNECTION_STRING) or "").strip()
+    if raw_connection_string and credential in {"", CredentialMode.CONNECTION_STRING.value}:
+        with contextlib.suppress(ConfigError):
+            endpoint, key = parse_connection_string(raw_connection_string)
+    raw_endpoint = (environ.get(_ENDPOINT) or "").strip()
+    if endpoint is None and raw_endpoint:
+        with contextlib.suppress(ConfigError):
+            endpoint = normalize_endpoint(_ENDPOINT, raw_endpoint, allow_http=True)
+    return endpoint, hub, key
+
+
+def resolve_target(source: SettingsSource, overrides: Overrides | None = None) -> Target:
+    overrides = overrides or Overrides()
+    try:
+        settings: Settings | None = load_settings(source.environ)
+        load_error = None
+    except ConfigError as error:
+        settings, load_error = None, error
+    endpoint: str | None
+    key: str | None
+    if settings is not None:
+        endpoint, hub, key = settings.endpoint, settings.hub, settings.access_key
+    else:
+        endpoint, hub, key = _partial_target(source.environ)
+    origin = "the connection string" if key else ""
+    if overrides.key:
+        key, origin = overrides.key, "--key"
+    mode = settings.credential.value if settings else (source.environ.get(_CREDENTIAL) or "").strip().lower()
+    return Target(
+        endpoint=endpoint, hub=hub, settings=settings, load_error=load_error, key=key, key_origin=origin, mode=mode
+    )
+
+
+@dataclass
+class AzureAccess:
+    """How the doctor reaches Azure: one credential, and SDK clients that fail within seconds.
+
+    Tests pass a fake `credential` and `sdk_options={"transport": ...}`.
+    """
+
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    credential: TokenCredential | None = None
+    sdk_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def credential_for(self, settings: Settings) -> TokenCredential:
+        """The app's credential: DefaultAzureCredential, with AZURE_CLIENT_ID for a user-assigned identity."""
+        if self.credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            self.credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        return self.credential
+
+    def client_options(self) -> dict[str, Any]:
+        """SDK client options: the probe's timeout, and no retries (a retry would only hide the failure)."""
+        return {"connection_timeout": self.timeout, "read_timeout": self.timeout, "retry_total": 0, **self.sdk_options}
+
+    @property
+    def deadline(self) -> float:
+        """Total time for one SDK probe: a credential may try several sources before it answers."""
+        return self.timeout * 3
+
+
+def read_keyvault_key(settings: Settings, access: AzureAccess) -> str:
+    """The access key as the app reads it from Key Vault, through the app's own token source.
+
+    Raises DependencyUnavailable or ConfigError as the app would, or Unreachable on the deadline.
+    """
+    from azure.keyvault.secrets import SecretClient
+
+    from shared.tokens import KeyVaultTokenSource
+
+    assert settings.keyvault_uri is not None  # keyvault mode guarantees both
+    assert settings.key_secret_name is not None
+    vault_uri = settings.keyvault_uri
+
+    def secret_client() -> SecretClient:
+        return SecretClient(vault_url=vault_uri, credential=access.credential_for(settings), **access.client_options())
+
+    source = KeyVaultTokenSource(
+        endpoint=settings.endpoint,
+        hub=settings.hub,
+        vault_uri=vault_uri,
+        secret_name=settings.key_secret_name,
+        refresh_seconds=settings.keyvault_refresh_seconds,
+        credential_provider=lambda: access.credential_for(settings),
+        secret_client_factory=secret_client,
+    )
+    keys = run_with_deadline(source.access_keys, access.deadline)
+    return keys[0]
+
+
+def signing_key(target: Target, access: AzureAccess) -> tuple[str | None, str]:
+    """The access key to sign or verify with and where it came from, or None and why there is none."""
+    if target.key:
+        return target.key, target.key_origin
+    settings = target.settings
+    if settings is not None and settings.credential is CredentialMode.KEY_VAULT:
+        try:
+            return read_keyvault_key(settings, access), f"Key Vault secret {settings.key_secret_name}"
+        except DependencyUnavailable as error:
+            reason = error.detail
+        except ConfigError as error:
+            reason = error.log_message
+        except Unreachable as error:
+            reason = error.detail
+        return None, f"the key could not be read from Key Vault ({reason}); pass --key"
+    if target.mode == CredentialMode.ENTRA.value:
+        return None, "WEBPUBSUB_CREDENTIAL=entra: the app holds no access key; pass --key to use one"
+    return None, "no access key is configured; pass --key or --connection-string"

@@ -1,0 +1,127 @@
+"""The command line: options before or after the command, exit codes, and a real `python -m` run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from devstack.servers import ServerThread
+from shared.doctor.cli import main
+from tests.fakes import EMULATOR_KEY
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+CONNECTION_STRING = f"Endpoint=https://contoso.webpubsub.azure.com;AccessKey={EMULATOR_KEY};Version=1.0;"
+
+
+@pytest.fixture(autouse=True)
+def _no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT")):
+            monkeypatch.delenv(name)
+
+
+def token(hub: str = "chat") -> str:
+    claims = {"aud": f"https://contoso.webpubsub.azure.com/client/hubs/{hub}", "exp": int(time.time()) + 600}
+    return jwt.encode(claims, EMULATOR_KEY, algorithm="HS256")
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--json", "token", "JWT", "--connection-string", CONNECTION_STRING],
+        ["token", "JWT", "--json", "--connection-string", CONNECTION_STRING],
+        ["--connection-string", CONNECTION_STRING, "--json", "token", "JWT"],
+    ],
+)
+def test_shared_options_work_before_or_after_the_command(argv: list[str]) -> None:
+    code, output = run(*[token() if item == "JWT" else item for item in argv])
+    document = json.loads(output)
+    assert code == 0
+    assert document["command"] == "token"
+    assert {check["name"]: check["status"] for check in document["checks"]}["signature"] == "ok"
+
+
+def test_an_override_before_the_command_is_not_reset_by_it() -> None:
+    code, output = run("--hub", "lobby", "token", token(hub="lobby"), "--connection-string", CONNECTION_STRING)
+    assert code == 0, output
+
+
+def test_text_is_the_default_with_one_line_per_check() -> None:
+    code, output = run("token", token(), "--connection-string", CONNECTION_STRING)
+    lines = output.strip().splitlines()
+    assert code == 0
+    assert all(line.split(" ", 1)[0] in {"OK", "WARN", "FAIL", "SKIP"} for line in lines[:-1])
+    assert lines[-1].startswith("token: all checks passed")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["diagnose"], ["token"], ["config", "--timeout", "0"], ["config", "--timeout", "soon"], ["handler"]],
+)
+def test_usage_errors_exit_with_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(*argv)[0] == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_exits_with_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("--help")[0] == 0
+    assert "token" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def handler_without_allowed_origin() -> Iterator[str]:
+    async def answer(request: Request) -> Response:
+        return Response(status_code=200 if request.method == "OPTIONS" else 204)
+
+    app = Starlette(routes=[Route("/api/eventhandler", answer, methods=["OPTIONS", "POST"])])
+    with ServerThread(app) as server:
+        yield server.base_url + "/api/eventhandler"
+
+
+def test_python_m_shared_doctor_runs_as_a_program(handler_without_allowed_origin: str, tmp_path: Path) -> None:
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("WEBPUBSUB")}
+    environ["PYTHONPATH"] = str(REPOSITORY)
+    environ["WEBPUBSUB_CONNECTION_STRING"] = CONNECTION_STRING  # read from the environment, as in Azure
+    environ["WEBPUBSUB_CREDENTIAL"] = "connectionstring"
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.doctor", "--json", "handler", handler_without_allowed_origin, "--timeout", "5"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert checks["handshake"]["code"] == "AbuseProtectionResponseMissingAllowedOrigin"
+    assert checks["unsigned event"]["status"] == "fail"  # this handler accepts anything
+    assert EMULATOR_KEY not in result.stdout + result.stderr
+
+
+def test_the_functions_host_never_imports_the_doctor() -> None:
+    code = "import sys, function_app; print([m for m in sys.modules if m.startswith('shared.doctor')])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
