@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from urllib3.exceptions import NameResolutionError, NewConnectionError, TimeoutError as Urllib3Timeout
+from urllib3.exceptions import NewConnectionError, TimeoutError as Urllib3Timeout
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 
@@ -88,7 +88,7 @@ def classify(error: BaseException, url: str, timeout: float) -> Unreachable:
     """Name a failure to reach `url`: dns, refused, timeout, tls, or plain network."""
     host, address = _where(url)
     chain = list(_chain(error))
-    if any(isinstance(item, NameResolutionError | socket.gaierror) for item in chain):
+    if any(isinstance(item, socket.gaierror) for item in chain):
         return Unreachable("dns", f"the host name {host} does not resolve (DNS)")
     for item in chain:
         if isinstance(item, ssl.SSLCertVerificationError):
