@@ -66,9 +66,9 @@ def test_an_override_before_the_command_is_not_reset_by_it() -> None:
     assert code == 0, output
 
 
-def test_text_is_the_default_with_one_line_per_check() -> None:
-    code, output = run("token", token(), "--connection-string", CONNECTION_STRING)
-    lines = output.strip().splitlines()
+def test_text_is_the_default_with_one_line_per_check(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["token", token(), "--connection-string", CONNECTION_STRING])
+    lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0
     assert all(line.split(" ", 1)[0] in {"OK", "WARN", "FAIL", "SKIP"} for line in lines[:-1])
     assert lines[-1].startswith("token: all checks passed")
