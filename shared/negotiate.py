@@ -35,7 +35,7 @@ def requested_groups(request: Request) -> list[str] | None:
             raise UnsupportedMediaType("Send the body as application/json.", code="unsupported_media_type")
         try:
             document: Any = json.loads(request.body)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nesting deeper than json allows
             raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
         if not isinstance(document, dict):
             raise BadRequest('The request body must be a JSON object like {"groups": ["chat"]}.', code="invalid_body")

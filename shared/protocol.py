@@ -113,7 +113,7 @@ class ConnectionState(MutableMapping[str, Any]):
             return cls()
         try:
             values = json.loads(base64.b64decode(header, validate=True))
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):  # nesting deeper than json allows
             logger.warning("Ignoring a ce-connectionState that is not base64 JSON")
             return cls()
         if not isinstance(values, dict):
@@ -351,7 +351,7 @@ def _json_object(body: bytes, content_type: str | None, event_type: str) -> dict
         raise UnsupportedMediaType(f"{event_type} events carry {JSON}, not {media or 'no content type'}.")
     try:
         document = json.loads(_utf8(body, "body"))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest(f"The {event_type} body is not valid JSON.", code="invalid_json") from None
     if not isinstance(document, dict):
         raise BadRequest(f"The {event_type} body must be a JSON object.", code="invalid_body")
@@ -405,7 +405,7 @@ def _user_event(context: ConnectionContext, body: bytes, content_type: str | Non
         return UserEvent(context, text, "text")
     try:
         return UserEvent(context, json.loads(text), "json")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("The message is declared as JSON but is not valid JSON.", code="invalid_json") from None
 
 

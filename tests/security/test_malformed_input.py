@@ -1,0 +1,140 @@
+"""Oversized and garbled input on every route answers 4xx (or the route's normal answer), never a 5xx.
+
+The routes come from the app's own function list, so a route added later is covered here without
+editing this file. Requests travel over real HTTP through the local Functions host.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+import function_app
+from devstack.host import http_functions
+from devstack.webpubsub import RunningWebPubSub
+from tests.apphost import ServedApp
+from tests.security.conftest import SERVICE_KEY, error_code
+
+DEEP_JSON = b"[" * 5000 + b"]" * 5000  # valid JSON nested deeper than Python's parser allows
+GARBLED = bytes(range(256)) * 4 + b'\xff\xfe\xfd{"groups": [\xc0\xaf]}'
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One hostile request, without the route it is sent to."""
+
+    name: str
+    query: str = ""
+    headers: tuple[tuple[str, bytes], ...] = ()
+    body: bytes = b""
+
+
+PROBES = [
+    Probe("empty"),
+    Probe("garbled-body", headers=(("content-type", b"application/json"),), body=GARBLED),
+    Probe("garbled-text-body", headers=(("content-type", b"text/plain; charset=utf-8"),), body=GARBLED),
+    Probe("oversized-body", headers=(("content-type", b"application/json"),), body=b'{"groups": ["' + b"x" * 2_000_000),
+    Probe("deep-json-body", headers=(("content-type", b"application/json"),), body=DEEP_JSON),
+    Probe("bad-percent-encoding", query="userId=%zz%ff%fe&group=%00%c0%af&asset=%"),
+    Probe("control-characters", query="userId=a%0d%0aSet-Cookie:%20x&group=%1b%5b31m"),
+    Probe("long-query-value", query="userId=" + "u" * 8000),
+    Probe("repeated-parameters", query="&".join(f"group=g{n}" for n in range(500))),
+    Probe("odd-content-type", headers=(("content-type", b'application/json; charset="\xff'),), body=b"{}"),
+    Probe("latin-1-header", headers=(("x-ms-client-principal-id", "\u00e9\u00ff".encode("latin-1")),)),
+    Probe("long-header", headers=(("authorization", b"Bearer " + b"A" * 8000),)),
+    Probe(
+        "garbled-cloud-event",
+        headers=(
+            ("ce-awpsversion", b"1.0"),
+            ("ce-type", b"azure.webpubsub.\xff"),
+            ("ce-hub", b"h\xffb"),
+            ("ce-connectionid", b"c\xc3("),
+            ("ce-signature", b"sha256=\xff\xff"),
+            ("ce-connectionstate", b"!!not base64!!"),
+        ),
+        body=GARBLED,
+    ),
+]
+
+
+def route_calls() -> Iterator[tuple[str, str]]:
+    for function in http_functions(function_app.app):
+        path = function.route.replace("{*asset}", "index.html")
+        for method in sorted(function.methods or {"GET", "POST"}):
+            yield method, path
+
+
+ROUTE_CALLS = sorted(set(route_calls()))
+
+
+def send(app: ServedApp, method: str, path: str, probe: Probe) -> httpx.Response:
+    url = app.url(path) + (f"?{probe.query}" if probe.query else "")
+    request = app.client.build_request(method, url, content=probe.body)
+    for name, value in probe.headers:
+        request.headers[name] = value.decode("latin-1")
+    return app.client.send(request)
+
+
+def test_every_route_is_covered() -> None:
+    assert {path for _, path in ROUTE_CALLS} >= {"negotiate", "eventhandler", "health", "health/live"}
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=[probe.name for probe in PROBES])
+@pytest.mark.parametrize(("method", "path"), ROUTE_CALLS)
+def test_hostile_input_never_causes_a_5xx(
+    app: ServedApp, service: RunningWebPubSub, method: str, path: str, probe: Probe
+) -> None:
+    response = send(app, method, path, probe)
+    assert response.status_code < 500, f"{method} {path}: {response.status_code} {response.text[:200]}"
+    if response.status_code >= 400 and response.headers.get("content-type", "").startswith("application/json"):
+        assert error_code(response)  # the app's own refusals name the problem
+
+
+# The deep-nesting cases one by one, each at the check that must catch it.
+
+
+def signed_event(event_type: str, content_type: str, **extra: str) -> dict[str, str]:
+    digest = hmac.new(SERVICE_KEY.encode(), b"conn-1", hashlib.sha256).hexdigest()
+    return {
+        "ce-awpsversion": "1.0",
+        "ce-specversion": "1.0",
+        "ce-type": event_type,
+        "ce-hub": "chat",
+        "ce-connectionId": "conn-1",
+        "ce-userId": "alice",
+        "ce-signature": f"sha256={digest}",
+        "Content-Type": content_type,
+        **extra,
+    }
+
+
+def test_deeply_nested_negotiate_body_is_400(app: ServedApp, service: RunningWebPubSub) -> None:
+    response = app.client.post(
+        "negotiate", params={"userId": "a"}, headers={"Content-Type": "application/json"}, content=DEEP_JSON
+    )
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_json"
+
+
+def test_deeply_nested_connection_state_of_an_unsigned_event_is_401(app: ServedApp, service: RunningWebPubSub) -> None:
+    """Parsed before authentication, so an anonymous caller could reach it: it must be harmless."""
+    state = base64.b64encode(DEEP_JSON).decode()
+    headers = signed_event("azure.webpubsub.sys.connected", "application/json", **{"ce-connectionState": state})
+    del headers["ce-signature"]
+    response = app.client.post("eventhandler", headers=headers, content=b"{}")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "event_type", ["azure.webpubsub.sys.connect", "azure.webpubsub.sys.disconnected", "azure.webpubsub.user.message"]
+)
+def test_deeply_nested_event_body_is_400(app: ServedApp, service: RunningWebPubSub, event_type: str) -> None:
+    response = app.client.post("eventhandler", headers=signed_event(event_type, "application/json"), content=DEEP_JSON)
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_json"
