@@ -346,8 +346,6 @@ class EntraTokenSource:
                             endpoint=self._endpoint,
                             hub=self._hub,
                             credential=self._credential_provider(),
-                            # Plain http is only accepted by configuration for a local service on loopback.
-                            enforce_https=self._endpoint.startswith("https://"),
                             **SDK_CLIENT_OPTIONS,
                         )
         return self._client
@@ -358,7 +356,13 @@ class EntraTokenSource:
         issued = _now()
         try:
             result = self._service_client().get_client_access_token(
-                user_id=user_id, roles=list(roles), groups=list(groups), minutes_to_expire=minutes
+                user_id=user_id,
+                roles=list(roles),
+                groups=list(groups),
+                minutes_to_expire=minutes,
+                # Per request: azure-core's bearer policy reads it from the request's options only.
+                # Plain http is only accepted by configuration for a local service on loopback.
+                enforce_https=self._endpoint.startswith("https://"),
             )
         except ClientAuthenticationError as error:
             if error.response is None:
