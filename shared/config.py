@@ -32,6 +32,16 @@ MAX_GROUP_NAME_LENGTH = 1024
 
 _Choice = TypeVar("_Choice", bound=enum.StrEnum)
 
+# Invalid values are quoted in errors (the log and /api/health) to make typos obvious; a longer value
+# is no typo of a mode, number or flag, and may be a key or connection string pasted into the wrong setting.
+MAX_QUOTED_VALUE_LENGTH = 24
+
+
+def _quoted(raw: str) -> str:
+    if len(raw) <= MAX_QUOTED_VALUE_LENGTH and raw.isprintable():
+        return repr(raw)
+    return f"a value of {len(raw)} characters (not shown: it may be a secret meant for another setting)"
+
 
 class CredentialMode(enum.StrEnum):
     """Where negotiate's tokens (and the event signature keys) come from."""
@@ -178,7 +188,7 @@ class _Reader:
         try:
             return enum_type(raw.lower())
         except ValueError:
-            raise ConfigError(name, f"must be one of {allowed}, not {raw!r}") from None
+            raise ConfigError(name, f"must be one of {allowed}, not {_quoted(raw)}") from None
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.get(name)
@@ -187,7 +197,7 @@ class _Reader:
         try:
             value = int(raw)
         except ValueError:
-            raise ConfigError(name, f"must be a whole number from {low} to {high}, not {raw!r}") from None
+            raise ConfigError(name, f"must be a whole number from {low} to {high}, not {_quoted(raw)}") from None
         if not low <= value <= high:
             raise ConfigError(name, f"must be from {low} to {high}, not {value}")
         return value
@@ -199,7 +209,7 @@ class _Reader:
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(name, f"must be a number from {low:g} to {high:g}, not {raw!r}") from None
+            raise ConfigError(name, f"must be a number from {low:g} to {high:g}, not {_quoted(raw)}") from None
         if not low <= value <= high:  # also rejects NaN
             raise ConfigError(name, f"must be from {low:g} to {high:g}, not {raw}")
         return value
@@ -213,7 +223,7 @@ class _Reader:
             return True
         if lowered in {"false", "0", "no", "off"}:
             return False
-        raise ConfigError(name, f"must be true or false, not {raw!r}")
+        raise ConfigError(name, f"must be true or false, not {_quoted(raw)}")
 
 
 def is_loopback_host(host: str) -> bool:
