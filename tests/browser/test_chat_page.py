@@ -1,0 +1,181 @@
+"""The chat page in a real browser against the local stack: chat, recovery, reconnection, refresh.
+
+Each test is one thing a user would notice if it broke: two people chatting; a dropped
+connection coming back without losing messages; a connection the service refuses to take back
+(1008) replaced by a fresh negotiate with the group rejoined; a refused connect (401) retried with
+a new URL; a token renewed before it expires without any visible change; and the sign-in link
+behind App Service Authentication.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from playwright.sync_api import Page, Route, expect
+
+from tests.browser.conftest import RECONNECT_TIMEOUT_MS, AppSettings, ChatPage, LocalStack
+
+OpenChat = Callable[..., ChatPage]
+
+
+def wait_for(condition: Callable[[], bool], page: Page, what: str, timeout_ms: int = RECONNECT_TIMEOUT_MS) -> None:
+    """Poll a condition on the test side (service state), letting the page run in between."""
+    for _ in range(timeout_ms // 100):
+        if condition():
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def two_users_in(group: str, open_chat: OpenChat) -> tuple[ChatPage, ChatPage]:
+    alice, bob = open_chat(), open_chat()
+    for user in (alice, bob):
+        user.expect_connected()
+        user.join(group)
+    return alice, bob
+
+
+def the_connection_of(stack: LocalStack, user: ChatPage) -> dict[str, object]:
+    connections = stack.live_connections_of(user.user_id)
+    assert len(connections) == 1, connections
+    return connections[0]
+
+
+def test_two_users_chat_and_see_acks(app_settings: AppSettings, open_chat: OpenChat, group: str) -> None:
+    alice, bob = two_users_in(group, open_chat)
+    assert alice.user_id != bob.user_id
+
+    alice.send("hello bob")
+    expect(bob.messages_with("hello bob")).to_have_count(1)
+    expect(alice.messages_with("hello bob")).to_have_attribute("data-state", "acked")
+    bob.send("hi alice")
+    expect(alice.messages_with("hi alice")).to_have_count(1)
+    expect(alice.messages_with("hi alice")).to_contain_text(bob.user_id)
+
+    # The page connected without asking anything, with one negotiate carrying its generated user id.
+    assert len(alice.negotiations) == 1
+    assert dict(parse_qsl(urlsplit(alice.negotiations[0]).query)) == {"userId": alice.user_id}
+    # The strict Content-Security-Policy allowed everything the page needed, and nothing failed.
+    assert alice.problems == []
+    assert bob.problems == []
+
+
+def test_join_outside_the_policy_shows_the_services_refusal(app_settings: AppSettings, open_chat: OpenChat) -> None:
+    alice = open_chat()
+    alice.expect_connected()
+    alice.page.get_by_test_id("group-input").fill("not-permitted")
+    alice.page.get_by_test_id("join-button").click()
+    expect(alice.page.get_by_test_id("error")).to_contain_text("Could not join not-permitted", timeout=10_000)
+    expect(alice.page.get_by_test_id("send-button")).to_be_disabled()
+
+
+def test_dropped_connection_recovers_without_losing_messages(
+    stack: LocalStack, app_settings: AppSettings, open_chat: OpenChat, group: str
+) -> None:
+    alice, bob = two_users_in(group, open_chat)
+    before = the_connection_of(stack, alice)
+
+    stack.drop(str(before["connectionId"]))
+    bob.send("sent while alice was away")
+    expect(alice.messages_with("sent while alice was away")).to_have_count(1, timeout=RECONNECT_TIMEOUT_MS)
+
+    alice.send("alice is back")
+    expect(bob.messages_with("alice is back")).to_have_count(1, timeout=RECONNECT_TIMEOUT_MS)
+    after = the_connection_of(stack, alice)
+    assert after["connectionId"] == before["connectionId"]  # recovered, not replaced
+    assert len(alice.negotiations) == 1  # recovery reuses the still valid URL
+    alice.expect_connected()
+
+
+def test_close_1008_negotiates_again_and_rejoins_the_group(
+    stack: LocalStack, app_settings: AppSettings, open_chat: OpenChat, group: str
+) -> None:
+    alice, bob = two_users_in(group, open_chat)
+    before = the_connection_of(stack, alice)
+
+    stack.close_with_1008(str(before["connectionId"]))
+    wait_for(lambda: len(alice.negotiations) == 2, alice.page, "the page negotiated again")
+    alice.expect_connected()
+    wait_for(
+        lambda: [item["groups"] for item in stack.live_connections_of(alice.user_id)] == [[group]],
+        alice.page,
+        "the new connection is back in the group",
+    )
+    assert the_connection_of(stack, alice)["connectionId"] != before["connectionId"]
+
+    bob.send("welcome back")
+    expect(alice.messages_with("welcome back")).to_have_count(1)
+    assert "reconnecting" in alice.status_history()  # the user was told while it happened
+
+
+def test_refused_connect_gets_a_new_url(app_settings: AppSettings, open_chat: OpenChat, group: str) -> None:
+    """The service answers 401 to a URL whose token it does not accept; the page negotiates again."""
+    spoiled: list[str] = []
+
+    def spoil_first_token(route: Route) -> None:
+        if spoiled:
+            route.continue_()
+            return
+        response = route.fetch()
+        access = response.json()
+        url = urlsplit(access["url"])
+        query = dict(parse_qsl(url.query))
+        query["access_token"] = "not-a-token"
+        access["url"] = url._replace(query=urlencode(query)).geturl()
+        spoiled.append(access["url"])
+        route.fulfill(response=response, body=json.dumps(access))
+
+    alice = open_chat(before_load=lambda page: page.route("**/api/negotiate*", spoil_first_token))
+    alice.expect_connected()
+    assert spoiled
+    assert len(alice.negotiations) == 2
+    alice.join(group)
+
+
+def test_token_is_renewed_before_it_expires_without_the_user_noticing(
+    stack: LocalStack, app_settings: AppSettings, open_chat: OpenChat, group: str
+) -> None:
+    """One-minute tokens; the browser's clock is moved 50 s ahead instead of waiting for it.
+
+    The page schedules the renewal from the token's lifetime (expiresOn minus the negotiate
+    response's Date), so jumping the page's clock past 45 s is what a real minute would do to it.
+    The service does not close connections whose token expires (it checks tokens at connect
+    only), so what matters is that the page is on a new connection, with a new token, before
+    the old token's expiresOn, in the same group, and the status never changed.
+    """
+    app_settings(TOKEN_LIFETIME_MINUTES="1")
+    alice = open_chat(before_load=lambda page: page.clock.install())
+    bob = open_chat()
+    for user in (alice, bob):
+        user.expect_connected()
+        user.join(group)
+    before = the_connection_of(stack, alice)
+
+    alice.page.clock.fast_forward("00:50")
+    wait_for(lambda: len(alice.negotiations) == 2, alice.page, "the page negotiated again")
+
+    def on_a_new_connection() -> bool:
+        live = stack.live_connections_of(alice.user_id)
+        return len(live) == 1 and live[0]["connectionId"] != before["connectionId"]
+
+    wait_for(on_a_new_connection, alice.page, "the page left the old connection for a new one")
+    assert the_connection_of(stack, alice)["groups"] == [group]
+
+    bob.send("still here?")
+    expect(alice.messages_with("still here?")).to_have_count(1)
+    alice.send("yes")
+    expect(bob.messages_with("yes")).to_have_count(1)
+    assert alice.status_history() == ["connecting", "connected"]
+    assert alice.problems == []
+
+
+def test_without_a_signed_in_user_the_page_offers_sign_in(app_settings: AppSettings, open_chat: OpenChat) -> None:
+    """Behind App Service Authentication negotiate answers 401 until the user signs in."""
+    app_settings(NEGOTIATE_AUTH="appservice", WEBSITE_AUTH_ENABLED="true")
+    alice = open_chat()
+    expect(alice.page.get_by_test_id("status")).to_have_text("signed out")
+    link = alice.page.get_by_test_id("sign-in").get_by_role("link")
+    expect(link).to_have_attribute("href", "/.auth/login/aad?post_login_redirect_uri=/api/client")
+    assert "userId=" not in alice.negotiations[0]  # only anonymous (local) negotiate takes a user id
