@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit run
+.PHONY: install test lint typecheck unit run bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,7 @@ test: lint typecheck unit
 # The local stack: Functions host and Web PubSub service, in the foreground until Ctrl+C.
 run: install
 	$(BIN)/python -m devstack
+
+# Performance figures (docs/performance.md); BENCH_QUICK=1 for a short run, BENCH_CLIENTS=N for the stack figure.
+bench: install
+	$(BIN)/python -m bench

@@ -1,0 +1,208 @@
+"""In-process figures: negotiate and the event handler, per call through `function_app`, against their floors.
+
+The app runs as the Functions worker runs it: a func.HttpRequest goes into the function, a
+func.HttpResponse comes out, in local-development settings (connection string, anonymous
+negotiate, signed events). The floors are what no implementation can avoid: the SDK's own token
+signing for negotiate, and one HMAC plus one JSON parse of the same input for an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench.measure import Comparison, Figure, compare, microseconds
+
+ACCESS_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"  # the official emulator's public key
+SECONDARY_KEY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu00"
+ENDPOINT = "http://localhost:8080"
+SETTINGS = {
+    "WEBPUBSUB_CREDENTIAL": "connectionstring",
+    "WEBPUBSUB_CONNECTION_STRING": f"Endpoint={ENDPOINT};AccessKey={ACCESS_KEY};Version=1.0;",
+    "NEGOTIATE_AUTH": "anonymous",
+}
+NEGOTIATE_TARGET = 1.2
+EVENT_TARGET = 3.0
+
+
+@contextmanager
+def app_settings(values: dict[str, str]) -> Iterator[None]:
+    """The app's settings for one measurement, read fresh, and the previous environment afterwards."""
+    from shared.config import reset_settings
+    from shared.runtime import use_runtime
+
+    saved = dict(os.environ)
+    os.environ.update(values)
+    reset_settings()
+    use_runtime(None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        reset_settings()
+        use_runtime(None)
+
+
+def negotiate_figure(*, rounds: int, calls: int) -> Figure:
+    import azure.functions as func
+    from azure.core.credentials import AzureKeyCredential
+    from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+    import function_app
+
+    with app_settings(SETTINGS):
+        request = func.HttpRequest(
+            method="GET",
+            url="http://localhost:7071/api/negotiate?userId=alice",
+            headers={"accept": "application/json"},
+            params={"userId": "alice"},
+            route_params={},
+            body=b"",
+        )
+        response = function_app.negotiate(request)
+        if response.status_code != 200:
+            raise RuntimeError(f"negotiate answered {response.status_code}: {response.get_body()[:200]!r}")
+        roles = _claims(json.loads(response.get_body())["token"])["role"]
+        client = WebPubSubServiceClient(endpoint=ENDPOINT, hub="chat", credential=AzureKeyCredential(ACCESS_KEY))
+
+        def floor() -> object:
+            return client.get_client_access_token(user_id="alice", roles=roles, minutes_to_expire=60)
+
+        result = compare(lambda: function_app.negotiate(request), floor, rounds=rounds, calls=calls)
+    return Figure(
+        "negotiate",
+        f"{result.ratio:.2f}x",
+        f"<= {NEGOTIATE_TARGET}x",
+        result.ratio <= NEGOTIATE_TARGET,
+        (
+            f"function_app.negotiate {microseconds(result.measured)}/call, "
+            f"SDK get_client_access_token (same key and roles, reused client) {microseconds(result.floor)}/call",
+            _method(result),
+        ),
+    )
+
+
+def _claims(token: str) -> dict[str, Any]:
+    import jwt
+
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def _signature(connection_id: str) -> str:
+    """`ce-signature` as the service sends it: an HMAC per access key."""
+    return ",".join(
+        "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
+        for key in (ACCESS_KEY, SECONDARY_KEY)
+    )
+
+
+def _event_headers(event_type: str, content_type: str) -> dict[str, str]:
+    return {
+        "ce-specversion": "1.0",
+        "ce-awpsversion": "1.0",
+        "ce-type": event_type,
+        "ce-source": "/hubs/chat/client/Ab1Cd2Ef3",
+        "ce-id": "1",
+        "ce-time": "2026-11-28T00:00:00Z",
+        "ce-hub": "chat",
+        "ce-connectionid": "Ab1Cd2Ef3",
+        "ce-userid": "alice",
+        "ce-eventname": event_type.rsplit(".", 1)[-1],
+        "ce-signature": _signature("Ab1Cd2Ef3"),
+        "webhook-request-origin": "localhost",
+        "content-type": content_type,
+    }
+
+
+# The connect body the service sends for a client that negotiated at /api/negotiate.
+CONNECT_BODY = json.dumps(
+    {
+        "claims": {
+            "aud": [f"{ENDPOINT}/client/hubs/chat"],
+            "iat": ["1764288000"],
+            "exp": ["1764291600"],
+            "sub": ["alice"],
+            "role": ["webpubsub.joinLeaveGroup.chat", "webpubsub.sendToGroup.chat"],
+        },
+        "query": {},
+        "headers": {
+            "Host": ["localhost:8080"],
+            "Connection": ["Upgrade"],
+            "Upgrade": ["websocket"],
+            "Sec-WebSocket-Version": ["13"],
+            "Sec-WebSocket-Protocol": ["json.webpubsub.azure.v1"],
+        },
+        "subprotocols": ["json.webpubsub.azure.v1"],
+        "clientCertificates": [],
+    }
+).encode()
+MESSAGE_BODY = json.dumps({"text": "hello, chat", "sentAt": "2026-11-28T00:00:00.000Z"}).encode()
+
+
+def eventhandler_figure(*, rounds: int, calls: int) -> Figure:
+    import azure.functions as func
+
+    import function_app
+
+    results: dict[str, Comparison] = {}
+    with app_settings(SETTINGS):
+        cases = {
+            "connect": (_event_headers("azure.webpubsub.sys.connect", "application/json; charset=utf-8"), CONNECT_BODY),
+            "message": (_event_headers("azure.webpubsub.user.message", "application/json"), MESSAGE_BODY),
+        }
+        for name, (headers, body) in cases.items():
+            request = func.HttpRequest(
+                method="POST",
+                url="http://localhost:7071/api/eventhandler",
+                headers=headers,
+                params={},
+                route_params={},
+                body=body,
+            )
+            status = function_app.eventhandler(request).status_code
+            if status >= 300:
+                raise RuntimeError(f"the {name} event answered {status}")
+            results[name] = compare(
+                _caller(function_app.eventhandler, request), _event_floor(body), rounds=rounds, calls=calls
+            )
+    worst = max(result.ratio for result in results.values())
+    rates = {name: 1 / result.measured for name, result in results.items()}
+    details = [
+        f"{name}: function_app.eventhandler {microseconds(result.measured)}/event, "
+        f"floor (one HMAC-SHA256 of the connection id and one json.loads of the body) {microseconds(result.floor)}"
+        for name, result in results.items()
+    ]
+    details.append(_method(results["message"]))
+    return Figure(
+        "eventhandler",
+        f"connect {results['connect'].ratio:.2f}x, message {results['message'].ratio:.2f}x, "
+        f"{rates['message']:,.0f} messages/s and {rates['connect']:,.0f} connects/s on one core",
+        f"<= {EVENT_TARGET:g}x",
+        worst <= EVENT_TARGET,
+        tuple(details),
+    )
+
+
+def _caller(function: Callable[[Any], object], request: object) -> Callable[[], object]:
+    return lambda: function(request)
+
+
+def _event_floor(body: bytes) -> Callable[[], object]:
+    key = ACCESS_KEY.encode()
+    connection_id = b"Ab1Cd2Ef3"
+
+    def floor() -> object:
+        return hmac.new(key, connection_id, hashlib.sha256).hexdigest(), json.loads(body)
+
+    return floor
+
+
+def _method(result: Comparison) -> str:
+    return f"median of {result.rounds} interleaved rounds of {result.calls} calls each"

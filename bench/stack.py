@@ -1,0 +1,227 @@
+"""N concurrent clients through the local stack: negotiate, connect, join a group, exchange messages.
+
+The stack (local Functions host and local Web PubSub service) runs in a child process. The clients
+run here on one asyncio loop, all at once: each negotiates over HTTP, connects a WebSocket with the
+`json.webpubsub.azure.v1` subprotocol (the service asks the app's /api/eventhandler to accept it),
+joins its room (groups of ten), then sends messages to the room one at a time, timing each until
+its own copy comes back, and finally sends one user event, which the service relays to the app's
+event handler before acknowledging it. Every step that fails or times out is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.measure import Figure, milliseconds, percentile
+
+if TYPE_CHECKING:
+    import httpx
+    from websockets.asyncio.client import ClientConnection
+
+Frame = dict[str, Any]
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOM_SIZE = 10
+STEP_TIMEOUT_SECONDS = 60.0
+SUBPROTOCOL = "json.webpubsub.azure.v1"
+
+
+@dataclass
+class Results:
+    clients: int
+    connected_at: list[float] = field(default_factory=list)
+    connect_latencies: list[float] = field(default_factory=list)
+    round_trips: list[float] = field(default_factory=list)
+    event_round_trips: list[float] = field(default_factory=list)
+    failures: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+@contextmanager
+def stack_process(groups: list[str]) -> Iterator[str]:
+    """The child process serving the stack; yields the negotiate URL, ends it when done."""
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith(("WEBPUBSUB_", "NEGOTIATE_"))
+    }
+    environment["PYTHONPATH"] = str(ROOT)
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter with our own module
+            [sys.executable, "-m", "bench.stack_server", "--groups", ",".join(groups)],
+            cwd=ROOT,
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            if not line:
+                process.wait(10)
+                errors.seek(0)
+                raise RuntimeError(f"the local stack did not start: {errors.read()[-2000:]}")
+            yield str(json.loads(line)["negotiate"])
+        finally:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                process.wait(10)
+
+
+class Client:
+    """One chat client; every frame it receives lands in its inbox."""
+
+    def __init__(self, number: int, results: Results) -> None:
+        self.number = number
+        self.user = f"user-{number}"
+        self.room = f"room-{number // ROOM_SIZE}"
+        self.results = results
+        self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self.counted = False  # in the number of clients done with joining
+
+    async def expect(self, matches: Callable[[Frame], bool]) -> Frame:
+        """The next frame for which `matches(frame)` is true; others (peers' messages) are skipped."""
+        while True:
+            frame = await self.frames.get()
+            if matches(frame):
+                return frame
+
+    async def run(
+        self,
+        http: httpx.AsyncClient,
+        negotiate_url: str,
+        everyone_joined: asyncio.Event,
+        joined: list[int],
+        messages: int,
+    ) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.typing import Subprotocol
+
+        stage = "negotiate"
+        started = time.perf_counter()
+        try:
+            response = await http.get(negotiate_url, params={"userId": self.user, "group": self.room})
+            if response.status_code != 200:
+                raise RuntimeError(f"negotiate answered {response.status_code}")
+            stage = "connect"
+            async with connect(
+                response.json()["url"],
+                subprotocols=[Subprotocol(SUBPROTOCOL)],
+                open_timeout=STEP_TIMEOUT_SECONDS,
+                max_queue=None,
+            ) as socket:
+                reader = asyncio.create_task(self._read(socket))
+                try:
+                    await asyncio.wait_for(self.expect(lambda f: f.get("event") == "connected"), STEP_TIMEOUT_SECONDS)
+                    now = time.perf_counter()
+                    self.results.connected_at.append(now)
+                    self.results.connect_latencies.append(now - started)
+                    stage = "join"
+                    await self._acknowledged(socket, {"type": "joinGroup", "group": self.room, "ackId": 1})
+                    self._joined(joined, everyone_joined)
+                    await asyncio.wait_for(everyone_joined.wait(), STEP_TIMEOUT_SECONDS * 2)
+                    stage = "message"
+                    for sequence in range(messages):
+                        await self._round_trip(socket, sequence)
+                    stage = "event"
+                    sent = time.perf_counter()
+                    event = {"type": "event", "event": "message", "dataType": "text", "data": "hi", "ackId": 2}
+                    await self._acknowledged(socket, event)
+                    self.results.event_round_trips.append(time.perf_counter() - sent)
+                finally:
+                    reader.cancel()
+        except Exception as error:  # every failure is counted, by stage, and the run goes on
+            self.results.failures[f"{stage}: {type(error).__name__}"] += 1
+            self._joined(joined, everyone_joined)
+
+    def _joined(self, joined: list[int], everyone_joined: asyncio.Event) -> None:
+        """Count this client as done with joining (or failed before it), so nobody waits for it."""
+        if self.counted:
+            return
+        self.counted = True
+        joined[0] += 1
+        if joined[0] == self.results.clients:
+            everyone_joined.set()
+
+    async def _read(self, socket: ClientConnection) -> None:
+        async for raw in socket:
+            await self.frames.put(json.loads(raw))
+
+    async def _acknowledged(self, socket: ClientConnection, frame: Frame) -> None:
+        await socket.send(json.dumps(frame))
+        ack = await asyncio.wait_for(
+            self.expect(lambda f: f.get("type") == "ack" and f.get("ackId") == frame["ackId"]), STEP_TIMEOUT_SECONDS
+        )
+        if not ack.get("success"):
+            raise RuntimeError(f"{frame['type']} refused: {ack.get('error')}")
+
+    async def _round_trip(self, socket: ClientConnection, sequence: int) -> None:
+        data = {"from": self.user, "sequence": sequence}
+        sent = time.perf_counter()
+        await socket.send(json.dumps({"type": "sendToGroup", "group": self.room, "dataType": "json", "data": data}))
+        await asyncio.wait_for(
+            self.expect(lambda f: f.get("type") == "message" and f.get("group") == self.room and f.get("data") == data),
+            STEP_TIMEOUT_SECONDS,
+        )
+        self.results.round_trips.append(time.perf_counter() - sent)
+
+
+async def _run_clients(negotiate_url: str, clients: int, messages: int) -> tuple[Results, float]:
+    import httpx
+
+    results = Results(clients)
+    everyone_joined = asyncio.Event()
+    joined = [0]
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=STEP_TIMEOUT_SECONDS, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                Client(number, results).run(http, negotiate_url, everyone_joined, joined, messages)
+                for number in range(clients)
+            )
+        )
+    return results, started
+
+
+def stack_figure(*, clients: int, messages: int) -> Figure:
+    rooms = [f"room-{number}" for number in range((clients + ROOM_SIZE - 1) // ROOM_SIZE)]
+    with stack_process(rooms) as negotiate_url:
+        results, started = asyncio.run(_run_clients(negotiate_url, clients, messages))
+    failed = sum(results.failures.values())
+    connected = len(results.connected_at)
+    connect_seconds = (max(results.connected_at) - started) if results.connected_at else float("nan")
+    value = (
+        f"{clients} clients, {failed} failures, {connected / connect_seconds:,.0f} connects/s, "
+        f"message round trip p50 {_p(results.round_trips, 0.5)} p99 {_p(results.round_trips, 0.99)}"
+    )
+    details = [
+        f"{connected} connected in {connect_seconds:.2f} s (negotiate + WebSocket + connect event), "
+        f"per client p50 {_p(results.connect_latencies, 0.5)} p99 {_p(results.connect_latencies, 0.99)}",
+        f"{len(results.round_trips)} group messages ({messages} per client, rooms of {ROOM_SIZE}) "
+        "timed from send until the sender's own copy arrived",
+        f"{len(results.event_round_trips)} user events through the app's event handler, acknowledged "
+        f"p50 {_p(results.event_round_trips, 0.5)} p99 {_p(results.event_round_trips, 0.99)}",
+    ]
+    details += [f"failed {stage}: {count}" for stage, count in sorted(results.failures.items())]
+    return Figure("stack", value, "0 failures", failed == 0 and connected == clients, tuple(details))
+
+
+def _p(values: list[float], fraction: float) -> str:
+    return milliseconds(percentile(values, fraction)) if values else "n/a"
