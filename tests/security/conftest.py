@@ -26,6 +26,7 @@ from websockets.typing import Subprotocol
 
 from devstack.servers import ServerThread
 from devstack.webpubsub import EventHandlerSettings, LocalWebPubSub, RunningWebPubSub, ServiceSettings
+from shared import health
 from shared.config import reset_settings
 from tests.apphost import ServedApp, serve_app
 from tests.conftest import Issuer
@@ -36,6 +37,19 @@ ATTACKER_KEY = "AttackerOwnServiceKey-000000000000000000000000000000000"
 JSON_PROTOCOL = "json.webpubsub.azure.v1"
 POLICY_GROUPS = ("chat", "news")
 BEARER_AUDIENCE = "api://negotiate"
+
+
+@pytest.fixture(autouse=True)
+def _no_health_monitor_left() -> Iterator[None]:
+    """/api/health keeps one monitor per process, with a worker thread per check; end it after each test.
+
+    Otherwise its idle workers outlive this package and other tests that count probe threads see them.
+    """
+    yield
+    monitor, health._monitor = health._monitor, None
+    if monitor is not None:
+        monitor.close()
+        monitor._executor.shutdown(wait=True)
 
 
 @pytest.fixture(scope="package")
