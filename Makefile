@@ -24,7 +24,21 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==3.3.30
 	touch $@
 
-install: $(STAMP) $(CHECKOV_STAMP)
+# The chat page's bundler and its JavaScript tests (versions from web/package-lock.json).
+WEB_STAMP := web/node_modules/.package-lock.json
+
+$(WEB_STAMP): web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+
+# The browser tests drive Debian's Chromium: Playwright's own browser downloads are not used.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
+install: $(STAMP) $(CHECKOV_STAMP) $(WEB_STAMP) $(CHROMIUM)
 
 lint: install
 	$(BIN)/ruff check .
@@ -39,7 +53,7 @@ unit: install
 test: lint typecheck unit
 
 # The local stack: Functions host and Web PubSub service, in the foreground until Ctrl+C.
-run: install
+run: $(STAMP)
 	$(BIN)/python -m devstack
 
 # Performance figures (docs/performance.md); BENCH_QUICK=1 for a short run, BENCH_CLIENTS=N for the stack figure.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import importlib.util
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
@@ -73,10 +72,10 @@ class LocalWebPubSub:
     def uvicorn_options(self) -> dict[str, Any]:
         """Server options the service relies on; pass them to whatever runs ``app``.
 
-        wsproto is preferred: uvicorn's websockets-sansio protocol answers a refused handshake
+        wsproto, not uvicorn's default: its websockets-sansio protocol answers a refused handshake
         correctly but then logs a spurious "returned without completing handshake" error.
         """
-        return {"ws_max_size": MAX_FRAME_BYTES, "ws": "wsproto" if _has_wsproto() else "websockets-sansio"}
+        return {"ws_max_size": MAX_FRAME_BYTES, "ws": "wsproto"}
 
     def run_in_thread(
         self, *, host: str = "127.0.0.1", port: int = 0, public_host: str | None = None, **uvicorn_options: Any
@@ -133,10 +132,6 @@ class LocalWebPubSub:
 
     async def _connections_route(self, _: Request) -> JSONResponse:
         return JSONResponse(self.connections.snapshot())
-
-
-def _has_wsproto() -> bool:
-    return importlib.util.find_spec("wsproto") is not None
 
 
 class RunningWebPubSub:
