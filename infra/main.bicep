@@ -108,6 +108,21 @@ param deploymentTime string = utcNow()
 @description('E-mail address that receives alert notifications; empty creates the alerts without notifications.')
 param alertEmail string = ''
 
+@description('Largest event body the event handler accepts, in bytes; larger ones get 413.')
+@minValue(1024)
+@maxValue(16777216)
+param eventHandlerMaxBodyBytes int = 1048576
+
+@description('Seconds /api/health waits for its probes before reporting a dependency as down.')
+@minValue(1)
+@maxValue(30)
+param healthDeadlineSeconds int = 2
+
+@description('Seconds /api/health reuses its last report, so frequent probes do not load the dependencies.')
+@minValue(0)
+@maxValue(300)
+param healthCacheSeconds int = 10
+
 @description('Upper bound of Function App instances.')
 @minValue(40)
 @maxValue(1000)
@@ -200,6 +215,23 @@ var commonSettings = [
   {
     name: 'CLIENT_PAGE_ENABLED'
     value: clientPageEnabled ? 'true' : 'false'
+  }
+  {
+    // The only origin of abuse-protection requests: the service itself (no custom domain).
+    name: 'WEBPUBSUB_ALLOWED_ORIGINS'
+    value: webPubSub.outputs.hostName
+  }
+  {
+    name: 'EVENTHANDLER_MAX_BODY_BYTES'
+    value: string(eventHandlerMaxBodyBytes)
+  }
+  {
+    name: 'HEALTH_DEADLINE_SECONDS'
+    value: string(healthDeadlineSeconds)
+  }
+  {
+    name: 'HEALTH_CACHE_SECONDS'
+    value: string(healthCacheSeconds)
   }
 ]
 var keyVaultModeSettings = [

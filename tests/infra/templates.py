@@ -37,7 +37,9 @@ PLACEHOLDERS: Mapping[str, Any] = {
     "keyVault.outputs.uri": "https://kv-abc123.vault.azure.net/",
     "keyVault.outputs.name": "kv-abc123",
     "keyVault.outputs.id": f"{_RG}/Microsoft.KeyVault/vaults/kv-abc123",
-    "functionApp.outputs.defaultHostName": "func-abc123.azurewebsites.net",
+    # New apps get a unique regional host name, not <app name>.azurewebsites.net: a URL built
+    # from the app's name instead of site.properties.defaultHostName shows up as a mismatch.
+    "functionApp.outputs.defaultHostName": "func-abc123-d4e5f6a7b8c9d0e1.westeurope-01.azurewebsites.net",
     "functionApp.outputs.name": "func-abc123",
     "hub.outputs.name": "chat",
     "rg.name": "rg-dev",
@@ -51,6 +53,12 @@ PLACEHOLDERS: Mapping[str, Any] = {
     "storage.outputs.name": "stabc123",
     "storage.outputs.id": f"{_RG}/Microsoft.Storage/storageAccounts/stabc123",
     "storage.outputs.deploymentContainerName": "app-package-abc123",
+    # Inside modules/function.bicep: properties of the existing storage account and component.
+    "storage.properties.primaryEndpoints.blob": "https://stabc123.blob.core.windows.net/",
+    "appInsights.properties.ConnectionString": (
+        "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+        "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/"
+    ),
     # uniqueString() of the subscription, environment and region.
     "resourceToken": "abc123",
     # environment().authentication.loginEndpoint in Azure's public cloud.

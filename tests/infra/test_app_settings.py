@@ -1,12 +1,14 @@
 """The app settings infra sets are the ones the code reads, and the code accepts them.
 
-For every credential mode and negotiate mode infra offers, the settings main.bicep hands to the
-Function App are computed from the template (placeholders stand in for host names and ids Azure
-assigns) and fed to the app's own `shared.config.load_settings`.
+For every credential mode and negotiate mode infra offers, the settings the Function App ends up
+with (main.bicep's values passed through modules/function.bicep, which adds the platform's own)
+are computed from the templates, with placeholders standing in for host names and ids Azure
+assigns, and fed to the app's own `shared.config.load_settings`.
 """
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
 import pytest
@@ -17,9 +19,11 @@ from tests.infra.templates import (
     AUTH_CLIENT_ID,
     MAIN_BICEP,
     PLACEHOLDERS,
+    REPO_ROOT,
     TENANT_ID,
     Evaluator,
     Unsupported,
+    accessor_path,
     module_path,
     parse,
     resources_of_type,
@@ -54,6 +58,20 @@ REQUIRED_BY_NEGOTIATE = {
 }
 # Settings for local development only; infra must never set them.
 LOCAL_ONLY = {"WEBPUBSUB_CONNECTION_STRING"}
+# Settings the code reads that mean nothing in a mode, so infra leaves them out there.
+UNUSED_BY_CREDENTIAL = {
+    "entra": REQUIRED_BY_CREDENTIAL["keyvault"],
+    "keyvault": {
+        "EVENTHANDLER_BEARER_ISSUER",
+        "EVENTHANDLER_BEARER_AUDIENCE",
+        "EVENTHANDLER_BEARER_JWKS_URI",
+        "EVENTHANDLER_BEARER_PRINCIPAL_ID",
+    },
+}
+UNUSED_BY_NEGOTIATE = {
+    "appservice": {"NEGOTIATE_BEARER_ISSUER", "NEGOTIATE_BEARER_AUDIENCE", "NEGOTIATE_BEARER_JWKS_URI"},
+    "bearer": set[str](),
+}
 # Platform settings the Functions host reads (not the app's code).
 PLATFORM_PREFIXES = ("AzureWebJobsStorage__", "APPLICATIONINSIGHTS_")
 # App settings Flex Consumption rejects or ignores (functions-app-settings, Flex deprecations).
@@ -87,19 +105,30 @@ def function_module_param(evaluator: Evaluator, name: str) -> Any:
     return evaluator.evaluate(body["params"][name])
 
 
+def site_app_settings(credential: str, negotiate: str, **extra: Any) -> list[dict[str, Any]]:
+    """siteConfig.appSettings of the Function App, for main.bicep's parameters."""
+    evaluator = main_evaluator(credential, negotiate, **extra)
+    _, module = unwrap(parse(MAIN_BICEP)["modules"]["functionApp"])
+    # Every parameter main.bicep passes, except the tags (union(), and no setting reads them).
+    passed = {name: evaluator.evaluate(value) for name, value in module["params"].items() if name != "tags"}
+    template = parse(module_path("function"))
+    (site,) = resources_of_type(template, "Microsoft.Web/sites")
+    settings = Evaluator(template, passed).evaluate(site["properties"]["siteConfig"]["appSettings"])
+    assert isinstance(settings, list)
+    return settings
+
+
 def app_environ(credential: str, negotiate: str, **extra: Any) -> dict[str, str]:
     """The environment the deployed app sees, as far as infra decides it."""
-    evaluator = main_evaluator(credential, negotiate, **extra)
-    environ = settings_environ(function_module_param(evaluator, "appSettings"))
-    if function_module_param(evaluator, "enableAppServiceAuth") is True:
+    environ = settings_environ(site_app_settings(credential, negotiate, **extra))
+    if function_module_param(main_evaluator(credential, negotiate, **extra), "enableAppServiceAuth") is True:
         # The platform sets this itself when App Service Authentication is on.
         environ["WEBSITE_AUTH_ENABLED"] = "true"
     return environ
 
 
-def platform_setting_names() -> set[str]:
-    template = parse(module_path("function"))
-    return {entry["name"] for entry in template["variables"]["platformSettings"]["value"]}
+def code_setting_names(environ: dict[str, str]) -> set[str]:
+    return {name for name in environ if not name.startswith(PLATFORM_PREFIXES) and name != "WEBSITE_AUTH_ENABLED"}
 
 
 @pytest.mark.parametrize(("credential", "negotiate"), MODES)
@@ -112,6 +141,12 @@ def test_the_app_accepts_the_settings_infra_sets(credential: str, negotiate: str
     assert settings.hub == "chat"
     assert settings.client_id == PLACEHOLDERS["identity.outputs.clientId"]
     assert settings.development_shortcuts == ()
+    assert settings.allowed_origins == (PLACEHOLDERS["webPubSub.outputs.hostName"],)
+    assert (settings.max_event_body_bytes, settings.health_deadline_seconds, settings.health_cache_seconds) == (
+        1048576,
+        2.0,
+        10.0,
+    )
     if credential == "keyvault":
         assert settings.event_auth is EventAuth.SIGNATURE
         assert settings.keyvault_uri == PLACEHOLDERS["keyVault.outputs.uri"]
@@ -139,23 +174,32 @@ def test_every_setting_that_matters_in_the_mode_is_set(credential: str, negotiat
 
 
 @pytest.mark.parametrize(("credential", "negotiate"), MODES)
+def test_infra_sets_exactly_the_settings_the_code_reads_in_the_mode(credential: str, negotiate: str) -> None:
+    # A setting added to shared/config.py fails here until infra sets it (or it is declared
+    # unused in some mode above), so the deployed app never silently runs on a default.
+    expected = SETTING_NAMES - LOCAL_ONLY - UNUSED_BY_CREDENTIAL[credential] - UNUSED_BY_NEGOTIATE[negotiate]
+    assert code_setting_names(app_environ(credential, negotiate)) == expected
+
+
+@pytest.mark.parametrize(("credential", "negotiate"), MODES)
 def test_every_setting_infra_sets_is_one_the_code_or_the_platform_reads(credential: str, negotiate: str) -> None:
-    environ = app_environ(credential, negotiate)
-    environ.pop("WEBSITE_AUTH_ENABLED", None)  # added above on the platform's behalf
-    names = set(environ) | platform_setting_names()
-    unknown = {name for name in names if name not in SETTING_NAMES and not name.startswith(PLATFORM_PREFIXES)}
-    assert unknown == set()
+    names = set(app_environ(credential, negotiate)) - {"WEBSITE_AUTH_ENABLED"}  # added on the platform's behalf
+    assert code_setting_names(dict.fromkeys(names, "")) - SETTING_NAMES == set()
     assert names & LOCAL_ONLY == set()
     assert names & FLEX_REJECTED_SETTINGS == set()
 
 
-def test_platform_settings_use_identity_based_storage_and_entra_telemetry() -> None:
-    template = parse(module_path("function"))
-    platform = {entry["name"]: entry["value"] for entry in template["variables"]["platformSettings"]["value"]}
-    assert platform["AzureWebJobsStorage__credential"] == "managedidentity"
-    assert platform["AzureWebJobsStorage__clientId"] == "identityClientId"
-    assert "AzureWebJobsStorage__blobServiceUri" in platform
-    assert platform["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
+@pytest.mark.parametrize(("credential", "negotiate"), MODES)
+def test_host_storage_and_telemetry_use_the_identity_the_app_runs_as(credential: str, negotiate: str) -> None:
+    environ = app_environ(credential, negotiate)
+    client_id = PLACEHOLDERS["identity.outputs.clientId"]
+    assert environ["AZURE_CLIENT_ID"] == client_id
+    assert environ["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert environ["AzureWebJobsStorage__clientId"] == client_id
+    assert environ["AzureWebJobsStorage__blobServiceUri"] == PLACEHOLDERS["storage.properties.primaryEndpoints.blob"]
+    assert environ["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == f"ClientId={client_id};Authorization=AAD"
+    # No key-based storage connection anywhere: shared keys are off on the account.
+    assert not any("AccountKey=" in value for value in environ.values())
 
 
 def test_infra_offers_no_local_development_mode() -> None:
@@ -206,9 +250,29 @@ def test_the_hub_name_the_app_uses_is_the_hub_infra_creates() -> None:
     assert app_environ("entra", "appservice", hubName="lobby")["WEBPUBSUB_HUB"] == "lobby"
 
 
-def test_the_function_app_runs_python_3_11_on_flex_consumption() -> None:
+def test_the_app_reads_the_secret_infra_writes_the_access_key_to() -> None:
+    evaluator = main_evaluator("keyvault", "appservice", keyVaultSecretName="wps-key")
+    _, vault = unwrap(parse(MAIN_BICEP)["modules"]["keyVault"])
+    written = evaluator.evaluate(vault["params"]["secretName"])
+    settings = load_settings(app_environ("keyvault", "appservice", keyVaultSecretName="wps-key"))
+    assert written == settings.key_secret_name == "wps-key"
+    template = parse(module_path("keyvault"))
+    (secret,) = resources_of_type(template, "Microsoft.KeyVault/vaults/secrets")
+    assert secret["name"] == "secretName"
+    # KEYVAULT_URI is the vault's own URI, which is the vault the secret lives in.
+    assert accessor_path(template["outputs"]["uri"]["value"]) == "vault.properties.vaultUri"
+    assert secret["parent"] == "vault"
+
+
+def project_python_version() -> str:
+    """The Python version the project is written and type-checked for (pyproject.toml)."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return str(pyproject["tool"]["mypy"]["python_version"])
+
+
+def test_the_function_app_runs_the_project_python_on_flex_consumption() -> None:
     evaluator = main_evaluator("entra", "appservice")
-    assert function_module_param(evaluator, "pythonVersion") == "3.11"
+    assert function_module_param(evaluator, "pythonVersion") == project_python_version() == "3.11"
     template = parse(module_path("function"))
     (site,) = resources_of_type(template, "Microsoft.Web/sites")
     runtime = site["properties"]["functionAppConfig"]["runtime"]
