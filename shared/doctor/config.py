@@ -218,11 +218,11 @@ def probe_generate_token(settings: Settings, access: AzureAccess) -> Check:
     from shared.tokens import EntraTokenSource
 
     def client() -> WebPubSubServiceClient:
+        # No enforce_https here: azure-core reads it per request, and EntraTokenSource passes it there.
         return WebPubSubServiceClient(
             endpoint=settings.endpoint,
             hub=settings.hub,
             credential=access.credential_for(settings),
-            enforce_https=settings.endpoint.startswith("https://"),
             **access.client_options(),
         )
 

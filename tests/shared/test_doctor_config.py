@@ -10,6 +10,7 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,4 +297,69 @@ def test_a_service_refusing_this_network_is_explained(tmp_path: Path) -> None:
     checks = run_with_fakes(ENTRA_MODE, tmp_path, FakeAzure(health=403))
     assert checks["service"].status == "fail"
     assert "refuses this network" in checks["service"].summary
+    assert checks["generate token"].status == "skip"
+
+
+def test_entra_mode_passes_against_the_local_service_and_its_identity_endpoint(
+    local_service: RunningWebPubSub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real credential and SDK client over loopback http: the per-request enforce_https is what lets it pass."""
+    for name, value in local_service.identity_environment().items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "local.settings.json").write_text(
+        json.dumps({"Values": {**ENTRA_MODE, "WEBPUBSUB_ENDPOINT": local_service.endpoint}})
+    )
+    code, checks, text = doctor()
+    assert code == 0, text
+    assert checks["endpoint"]["status"] == "warn"  # entra over http: fine on loopback only
+    assert checks["identity"]["status"] == "ok"
+    assert checks["generate token"]["status"] == "ok", checks["generate token"]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """Accepts connections (the kernel does) and never answers: what a dropping firewall looks like."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+def test_a_service_that_never_answers_is_given_up_on_after_the_timeout(tmp_path: Path, silent_port: int) -> None:
+    local_settings_file(tmp_path, f"Endpoint=http://127.0.0.1:{silent_port};AccessKey={EMULATOR_KEY};Version=1.0;")
+    out = io.StringIO()
+    code = main(["config", "--json", "--timeout", "0.5"], out=out)
+    checks = {check["name"]: check for check in json.loads(out.getvalue())["checks"]}
+    assert code == 1
+    assert (
+        checks["service"]["summary"] == f"cannot reach the service: no answer from 127.0.0.1:{silent_port} within 0.5 s"
+    )
+    assert "firewall" in checks["service"]["fix"]
+    assert checks["service key"]["status"] == "skip"
+
+
+class HangingCredential:
+    """An identity endpoint that never answers, until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self.release.wait(30)
+        raise AssertionError("the doctor should have given up long before")
+
+
+def test_an_identity_that_never_answers_is_given_up_on(tmp_path: Path) -> None:
+    credential = HangingCredential()
+    adapter = FakeAdapter(FakeAzure())
+    access = AzureAccess(timeout=0.2, credential=credential, sdk_options={"transport": transport_for(adapter)})
+    with requests.Session() as session:
+        session.mount("https://", adapter)
+        try:
+            found = check_config(collect_settings(ENTRA_MODE, tmp_path), access, session)
+        finally:
+            credential.release.set()
+    checks = {check.name: check for check in found}
+    assert checks["identity"].status == "fail"
+    assert "no answer within 0.6 s" in checks["identity"].summary
     assert checks["generate token"].status == "skip"
