@@ -275,6 +275,16 @@ class Evaluator:
         return value
 
     def _function(self, function: Mapping[str, Any]) -> Any:
+        value = self._call(function)
+        # pycep folds a trailing `[n]` into the call (split(x, '_')[0]).
+        if "index" in function:
+            index = self.evaluate(function["index"])
+            if not isinstance(value, list) or not isinstance(index, int):
+                raise Unsupported(f"index {index!r} of {value!r}")
+            return value[index]
+        return value
+
+    def _call(self, function: Mapping[str, Any]) -> Any:
         kind = function["type"]
         arguments = function.get("parameters") or {}
         if kind == "tenant" and "tenantId" in str(function.get("property_name")):

@@ -135,14 +135,11 @@ def test_every_route_function_app_declares_is_one_infra_knows() -> None:
     assert set(routes) - ROUTES_INFRA_KNOWS == set()
 
 
-@pytest.mark.parametrize("route", sorted(ROUTES_INFRA_KNOWS))
-def test_routes_infra_points_at_exist_in_function_app(route: str) -> None:
+def test_routes_infra_points_at_exist_in_function_app() -> None:
     routes = declared_routes()
-    if route not in routes:
-        pytest.skip(f"function_app.py does not declare /{route} yet")
-    if route == EVENT_HANDLER_ROUTE:
-        # The service sends OPTIONS (abuse protection) and POST (events).
-        assert {"OPTIONS", "POST"} <= {method.upper() for method in routes[route]}
+    assert ROUTES_INFRA_KNOWS - set(routes) == set()
+    # The service sends OPTIONS (abuse protection) and POST (events).
+    assert {"OPTIONS", "POST"} <= {method.upper() for method in routes[EVENT_HANDLER_ROUTE]}
 
 
 def test_app_service_authentication_guards_negotiate_and_spares_the_app_checked_paths() -> None:
@@ -200,6 +197,32 @@ def test_hub_denies_anonymous_clients_and_forwards_every_event() -> None:
     assert set(handler["systemEvents"]) == {"connect", "connected", "disconnected"}
 
 
+@pytest.mark.parametrize(
+    ("sku", "tier"), [("Standard_S1", "Standard"), ("Premium_P1", "Premium"), ("Premium_P2", "Premium")]
+)
+def test_the_web_pubsub_sku_is_a_parameter(sku: str, tier: str) -> None:
+    assert module_param(main_evaluator(webPubSubSku=sku), "webPubSub", "skuName") == sku
+    template = parse(module_path("webpubsub"))
+    service = only(template, "Microsoft.SignalRService/webPubSub")
+    evaluated = Evaluator(template, {"skuName": sku, "capacity": 2}).evaluate(service["sku"])
+    assert evaluated == {"name": sku, "tier": tier, "capacity": 2}
+
+
+def test_free_web_pubsub_is_not_offered() -> None:
+    # Free_F1 has no SLA, no network ACLs and no private endpoints.
+    for template, name in ((parse(MAIN_BICEP), "webPubSubSku"), (parse(module_path("webpubsub")), "skuName")):
+        decorators = template["parameters"][name]["decorators"]
+        (allowed,) = [d["argument"] for d in decorators if d["type"] == "allowed"]
+        assert set(allowed) == {"Standard_S1", "Premium_P1", "Premium_P2"}
+
+
+def test_the_app_trusts_the_identity_and_host_of_the_web_pubsub_it_deploys() -> None:
+    # EVENTHANDLER_BEARER_PRINCIPAL_ID and WEBPUBSUB_ENDPOINT come from these outputs.
+    outputs = parse(module_path("webpubsub"))["outputs"]
+    assert accessor_path(outputs["principalId"]["value"]) == "webPubSub.identity.principalId"
+    assert accessor_path(outputs["hostName"]["value"]) == "webPubSub.properties.hostName"
+
+
 @pytest.mark.parametrize(("credential", "local_auth_disabled"), [("entra", True), ("keyvault", False)])
 def test_entra_mode_turns_access_keys_off(credential: str, local_auth_disabled: bool) -> None:
     assert module_param(main_evaluator(credential), "webPubSub", "disableLocalAuth") is local_auth_disabled
@@ -224,6 +247,30 @@ def test_private_networking_leaves_only_client_connections_public() -> None:
     assert module_param(evaluator, "webPubSubEndpoint", "privateDnsZoneName") == "privatelink.webpubsub.azure.com"
     assert module_param(evaluator, "functionApp", "appSubnetId") == PLACEHOLDERS["network.outputs.appSubnetId"]
     assert module_param(main_evaluator(), "functionApp", "appSubnetId") == ""
+
+
+def test_private_endpoints_use_the_private_dns_zones_of_their_services() -> None:
+    evaluator = main_evaluator("keyvault", privateNetworking=True)
+    zones = {
+        name: (module_param(evaluator, name, "groupId"), module_param(evaluator, name, "privateDnsZoneName"))
+        for name in ("webPubSubEndpoint", "keyVaultEndpoint")
+    }
+    assert zones["webPubSubEndpoint"] == ("webpubsub", "privatelink.webpubsub.azure.com")
+    assert zones["keyVaultEndpoint"] == ("vault", "privatelink.vaultcore.azure.net")
+    assert module_param(evaluator, "storageEndpoint", "groupId") == "blob"
+    # environment().suffixes.storage keeps the zone right in every cloud.
+    _, storage_endpoint = main_module("storageEndpoint")
+    assert storage_endpoint["params"]["privateDnsZoneName"] == "privatelink.blob.${environment().suffixes.storage}"
+
+
+def test_the_app_subnet_is_delegated_to_flex_consumption() -> None:
+    template = parse(module_path("network"))
+    vnet = only(template, "Microsoft.Network/virtualNetworks")
+    subnets = {subnet["name"]: subnet["properties"] for subnet in vnet["properties"]["subnets"]}
+    (delegation,) = subnets["snet-app"]["delegations"]
+    assert delegation["properties"]["serviceName"] == "Microsoft.App/environments"
+    assert "delegations" not in subnets["snet-private-endpoints"]
+    assert template["outputs"]["appSubnetId"]["value"] == "${vnet.id}/subnets/snet-app"
 
 
 @pytest.mark.parametrize("credential", ["entra", "keyvault"])
@@ -273,6 +320,19 @@ def test_role_assignments_are_named_with_guid_and_target_service_principals() ->
         # The name covers the scope, the principal and the role, so it is stable and unique.
         name_parts = body["name"]["function"]["parameters"]
         assert accessor_path(name_parts["base_string"]) == f"{scope}.id", module
+
+
+@pytest.mark.parametrize("credential", ["entra", "keyvault"])
+def test_every_role_goes_to_the_identity_the_app_runs_as(credential: str) -> None:
+    evaluator = main_evaluator(credential)
+    app_identity = PLACEHOLDERS["identity.outputs.principalId"]
+    assert module_param(evaluator, "functionApp", "identityId") == PLACEHOLDERS["identity.outputs.id"]
+    assert module_param(evaluator, "storage", "blobDataOwnerPrincipalId") == app_identity
+    assert module_param(evaluator, "monitoring", "metricsPublisherPrincipalId") == app_identity
+    if credential == "keyvault":
+        assert module_param(evaluator, "keyVault", "secretReaderPrincipalId") == app_identity
+    for _, _, _, body in role_assignments():
+        assert body["properties"]["principalId"].endswith("PrincipalId")
 
 
 def test_no_broad_role_appears_anywhere() -> None:
@@ -381,7 +441,11 @@ def test_function_app_is_https_only_with_publishing_credentials_off() -> None:
     assert set(properties["siteConfig"]) & FLEX_REJECTED_SITE_CONFIG == set()
     assert site["identity"]["type"] == "UserAssigned"
     storage = properties["functionAppConfig"]["deployment"]["storage"]
-    assert storage["authentication"]["type"] == "UserAssignedIdentity"
+    assert storage["type"] == "blobContainer"
+    assert storage["authentication"] == {
+        "type": "UserAssignedIdentity",
+        "userAssignedIdentityResourceId": "identityId",
+    }
     assert "'azd-service-name': 'api'" in (INFRA_DIR / "modules" / "function.bicep").read_text(encoding="utf-8")
 
     policies = {
