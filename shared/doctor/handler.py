@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import requests
 
 from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, send
-from shared.doctor.report import Check, fail, ok, redact_url, skip, warn
+from shared.doctor.report import Check, fail, fingerprint, ok, redact_url, skip, warn
 from shared.protocol import (
     BINARY,
     HEADER_AWPS_VERSION,
@@ -289,7 +289,10 @@ def _connect_answer(response: requests.Response) -> Check:
     return ok("connect", "signed connect event accepted (200)")
 
 
-def check_user_event(session: requests.Session, target: HandlerTarget, connection_id: str) -> Check:
+def check_user_event(
+    session: requests.Session, target: HandlerTarget, connection_id: str, *, connected: bool = True
+) -> Check:
+    """The signed message event; `connected` says whether the handler let the test connection in."""
     assert target.key is not None
     headers = event_headers(
         target,
@@ -316,6 +319,15 @@ def check_user_event(session: requests.Session, target: HandlerTarget, connectio
             )
         shown = f" ({media_type})" if response.content else ""
         return ok("user event", f"signed message event accepted ({status}{shown})")
+    if status == 401 and not connected:
+        return fail(
+            "user event",
+            f"answered 401 like the connect event: the handler refuses every event signed with the key from "
+            f"{target.key_note} ({fingerprint(target.key)})",
+            "The handler checks ce-signature with another access key than this one: compare them. `config` "
+            "(service key) shows whether the service accepts this key; after a key is regenerated, the handler "
+            "must be given the new one.",
+        )
     if 400 <= status < 500:
         return fail(
             "user event",
@@ -406,7 +418,7 @@ def check_handler(target: HandlerTarget, session: requests.Session | None = None
             connection_id = uuid.uuid4().hex
             connect, connected = check_connect(session, target, connection_id)
             findings.append(connect)
-            findings.append(check_user_event(session, target, connection_id))
+            findings.append(check_user_event(session, target, connection_id, connected=connected))
             if connected:  # the service sends disconnected only for connections it let in
                 findings.append(check_disconnected(session, target, connection_id))
         findings.append(check_refused(session, target, forged=False))

@@ -1,4 +1,5 @@
-"""The command line: options before or after the command, exit codes, and a real `python -m` run."""
+"""The command line: options before or after the command, exit codes, a real `python -m` run, and
+every command against the whole product as `make run` starts it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from starlette.applications import Starlette
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from devstack.__main__ import RunningStack, parse_arguments, start_stack
 from devstack.servers import ServerThread
 from shared.doctor.cli import main
 from tests.fakes import EMULATOR_KEY
@@ -125,3 +128,70 @@ def test_the_functions_host_never_imports_the_doctor() -> None:
         [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def local_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunningStack]:
+    """`make run` on free ports, from the example settings; the doctor then runs beside it in tmp_path.
+
+    The stack puts the settings file's values and the service's real port into the environment, as a
+    developer who starts the doctor with the app's settings has them.
+    """
+    monkeypatch.chdir(REPOSITORY)  # the stack reads host.json and the example settings from here
+    settings = tmp_path / "local.settings.json"
+    running = start_stack(
+        parse_arguments(["--settings", str(settings), "--port", "0", "--webpubsub-port", "0"]), out=lambda _: None
+    )
+    monkeypatch.chdir(tmp_path)  # where the doctor finds the same local.settings.json
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def statuses(output: str) -> dict[str, str]:
+    return {check["name"]: check["status"] for check in json.loads(output)["checks"]}
+
+
+def test_every_command_passes_against_the_local_stack(local_stack: RunningStack) -> None:
+    assert local_stack.service is not None
+    code, output = run("config", "--json")
+    assert code == 0, output
+    assert set(statuses(output).values()) == {"ok"}, output
+    assert "HEAD /api/health answered 200" in output  # the service the stack started, not the file's port 8080
+
+    negotiated = httpx.get(local_stack.url("negotiate"), params={"userId": "alice", "group": "chat"}, timeout=10)
+    assert negotiated.status_code == 200, negotiated.text
+    code, output = run("token", negotiated.json()["url"], "--group", "chat", "--json")
+    assert code == 0, output
+    assert set(statuses(output).values()) == {"ok"}, output
+
+    code, output = run("handler", local_stack.url("eventhandler"), "--json")
+    assert code == 0, output
+    assert statuses(output) == {
+        "settings": "ok",
+        "handshake": "ok",
+        "connect": "ok",
+        "user event": "ok",
+        "disconnected": "ok",
+        "unsigned event": "ok",
+        "forged signature": "ok",
+    }
+    assert EMULATOR_KEY not in output
+
+
+def test_the_local_stack_with_a_stale_key_fails_where_the_service_would(local_stack: RunningStack) -> None:
+    """A key the running service does not have: config, token and handler each fail, naming it."""
+    other_key = EMULATOR_KEY[::-1]
+    negotiated = httpx.get(local_stack.url("negotiate"), params={"userId": "alice"}, timeout=10).json()["url"]
+    code, output = run("config", "--key", other_key, "--json")
+    assert (code, statuses(output)["service key"]) == (1, "fail"), output
+    code, output = run("token", negotiated, "--key", other_key, "--json")
+    assert (code, statuses(output)["signature"]) == (1, "fail"), output
+    code, output = run("handler", local_stack.url("eventhandler"), "--key", other_key, "--json")
+    checks = {check["name"]: check for check in json.loads(output)["checks"]}
+    assert code == 1, output
+    assert checks["connect"]["status"] == "warn"  # refused with 401, as the client would be
+    assert checks["user event"]["status"] == "fail"
+    assert "refuses every event signed with the key from --key" in checks["user event"]["summary"]
+    assert other_key not in output

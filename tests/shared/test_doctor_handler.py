@@ -334,6 +334,18 @@ def test_a_failing_user_event_fails(handler: FakeHandler, url: str, status: int)
     assert checks["user event"]["status"] == "fail"
 
 
+def test_a_handler_verifying_with_another_key_is_told_to_compare_the_keys(handler: FakeHandler, url: str) -> None:
+    other = CONNECTION_STRING.replace(EMULATOR_KEY, EMULATOR_KEY[::-1])
+    code, report, text = doctor("handler", url, "--connection-string", other, "--timeout", "3")
+    checks = by_name(report)
+    assert code == 1
+    assert checks["connect"]["status"] == "warn"
+    assert checks["user event"]["status"] == "fail"
+    assert "refuses every event signed with the key from the connection string" in checks["user event"]["summary"]
+    assert "compare them" in checks["user event"]["fix"]
+    assert EMULATOR_KEY[::-1] not in text
+
+
 def test_a_handler_that_accepts_unsigned_events_is_reported(handler: FakeHandler, url: str) -> None:
     handler.behaviour.checks_signature = False
     code, checks, _ = run_handler(url)
