@@ -10,6 +10,7 @@ with groups once it is open. The token itself is never printed, only a short fin
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -121,7 +122,10 @@ def _list_claim(claims: dict[str, Any], name: str) -> list[str]:
 
 
 def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # beyond the calendar: say what the token holds
+        return f"{timestamp:.0f} (seconds since 1970, beyond any date)"
 
 
 def _span(seconds: float) -> str:
@@ -137,8 +141,8 @@ def _span(seconds: float) -> str:
 
 def _number(claims: dict[str, Any], name: str) -> float | None:
     value = claims.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None  # JSON allows NaN and Infinity, and those are no time
     return float(value)
 
 

@@ -290,3 +290,38 @@ def test_the_doctor_agrees_with_the_local_service(
         code, checks, _ = doctor(url)
         assert (code, checks[check]["status"]) == (1, "fail"), check
         assert opens(url) == 401, check
+
+
+def test_a_token_not_yet_valid_says_from_when_and_how_far_ahead() -> None:
+    now = datetime.fromtimestamp(1_000_000, UTC)
+    finding = check_lifetime({"nbf": 1_000_000 + 200, "exp": 1_000_000 + 3600}, now)
+    assert finding.status == "fail"
+    assert finding.summary.startswith("not valid before 1970-01-12T13:50:00Z, 3 min 20 s from now")
+    assert "UTC now 1970-01-12T13:46:40Z" in finding.summary
+
+
+AUDIENCE = f"{ENDPOINT}/client/hubs/chat"
+
+
+@pytest.mark.parametrize(
+    ("token", "check", "expected"),
+    [
+        (jwt.encode({"aud": AUDIENCE, "exp": "tomorrow"}, EMULATOR_KEY), "lifetime", "exp claim is not a number"),
+        (jwt.encode({"aud": AUDIENCE, "exp": float("inf")}, EMULATOR_KEY), "lifetime", "exp claim is not a number"),
+        (make_token()[:-6], "decode", "not a JWT"),  # cut off when copied
+        (jwt.encode({"aud": AUDIENCE, "exp": 2**40}, None, algorithm="none"), "signature", "not signed with HS256"),
+    ],
+    ids=["exp-text", "exp-infinite", "truncated", "unsigned"],
+)
+def test_malformed_tokens_fail_with_the_reason(token: str, check: str, expected: str) -> None:
+    code, checks, text = doctor(url_for(token), "--key", EMULATOR_KEY)
+    assert code == 1
+    assert checks[check]["status"] == "fail"
+    assert expected in checks[check]["summary"]
+    assert token not in text
+
+
+def test_an_expiry_beyond_the_calendar_is_shown_as_its_number() -> None:
+    finding = check_lifetime({"exp": 2**40}, datetime.fromtimestamp(1_000_000, UTC))
+    assert finding.status == "ok"
+    assert finding.summary.startswith("valid until 1099511627776 (seconds since 1970, beyond any date)")
