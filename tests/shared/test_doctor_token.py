@@ -309,7 +309,7 @@ AUDIENCE = f"{ENDPOINT}/client/hubs/chat"
         (jwt.encode({"aud": AUDIENCE, "exp": "tomorrow"}, EMULATOR_KEY), "lifetime", "exp claim is not a number"),
         (jwt.encode({"aud": AUDIENCE, "exp": float("inf")}, EMULATOR_KEY), "lifetime", "exp claim is not a number"),
         (make_token()[:-6], "decode", "not a JWT"),  # cut off when copied
-        (jwt.encode({"aud": AUDIENCE, "exp": 2**40}, None, algorithm="none"), "signature", "not signed with HS256"),
+        (jwt.encode({"aud": AUDIENCE, "exp": 2**40}, "", algorithm="none"), "signature", "not signed with HS256"),
     ],
     ids=["exp-text", "exp-infinite", "truncated", "unsigned"],
 )
