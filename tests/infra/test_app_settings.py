@@ -13,8 +13,13 @@ from typing import Any
 
 import pytest
 
+from shared.bearer import BearerValidator
 from shared.config import SETTING_NAMES, CredentialMode, EventAuth, NegotiateAuth, load_settings
-from shared.errors import ConfigError
+from shared.errors import ConfigError, Unauthorized
+from shared.protocol import ConnectionContext
+from shared.upstream_auth import ServiceTokenCheck
+from shared.web import Request
+from tests.conftest import Issuer
 from tests.infra.templates import (
     AUTH_CLIENT_ID,
     MAIN_BICEP,
@@ -100,9 +105,13 @@ def main_evaluator(credential: str, negotiate: str, **extra: Any) -> Evaluator:
     return Evaluator(parse(MAIN_BICEP), parameters)
 
 
-def function_module_param(evaluator: Evaluator, name: str) -> Any:
-    _, body = unwrap(parse(MAIN_BICEP)["modules"]["functionApp"])
+def module_param(evaluator: Evaluator, module: str, name: str) -> Any:
+    _, body = unwrap(parse(MAIN_BICEP)["modules"][module])
     return evaluator.evaluate(body["params"][name])
+
+
+def function_module_param(evaluator: Evaluator, name: str) -> Any:
+    return module_param(evaluator, "functionApp", name)
 
 
 def site_app_settings(credential: str, negotiate: str, **extra: Any) -> list[dict[str, Any]]:
@@ -213,6 +222,54 @@ def test_infra_offers_no_local_development_mode() -> None:
     assert allowed("negotiateAuth") == {"appservice", "bearer"}
     assert parameters["credentialMode"]["default"] == "entra"
     assert parameters["negotiateAuth"]["default"] == "appservice"
+
+
+def hub_upstream_auth(credential: str) -> Any:
+    """The auth block of the hub's event handler, for main.bicep's parameters."""
+    resource = module_param(main_evaluator(credential, "appservice"), "hub", "upstreamAuthResource")
+    template = parse(module_path("hub"))
+    (hub,) = resources_of_type(template, "Microsoft.SignalRService/webPubSub/hubs")
+    (handler,) = hub["properties"]["eventHandlers"]
+    return Evaluator(template, {"upstreamAuthResource": resource}).evaluate(handler["auth"])
+
+
+def test_the_app_accepts_the_token_the_hub_makes_the_service_send_in_entra_mode() -> None:
+    # What Web PubSub sends when the hub's auth is ManagedIdentity: a v1 token from its own
+    # system identity (oid = its principal id) with aud = the configured resource.
+    settings = load_settings(app_environ("entra", "appservice"))
+    assert settings.event_bearer is not None
+    auth = hub_upstream_auth("entra")
+    assert auth["type"] == "ManagedIdentity"
+    service = Issuer(issuer=f"https://sts.windows.net/{TENANT_ID}/")
+
+    def fetch(url: str, timeout: float) -> dict[str, Any]:
+        assert settings.event_bearer is not None
+        assert url == settings.event_bearer.jwks_uri, url
+        return service.jwks
+
+    check = ServiceTokenCheck(BearerValidator(settings.event_bearer, fetch=fetch), settings.event_bearer.principal_id)
+    context = ConnectionContext(
+        event_type="azure.webpubsub.sys.connect", hub=settings.hub, connection_id="c1", event_name="connect"
+    )
+
+    def call(token: str) -> None:
+        request = Request("POST", "https://app/api/eventhandler", headers={"authorization": f"Bearer {token}"})
+        check.authenticate(request, context)
+
+    resource = auth["managedIdentity"]["resource"]
+    web_pubsub = PLACEHOLDERS["webPubSub.outputs.principalId"]
+    call(service.token(audience=resource, oid=web_pubsub))
+    # Another identity of the tenant (here the app's own) asking for the same audience.
+    with pytest.raises(Unauthorized):
+        call(service.token(audience=resource, oid=PLACEHOLDERS["identity.outputs.principalId"]))
+    # The service's identity, but a token for another resource.
+    with pytest.raises(Unauthorized):
+        call(service.token(audience=f"api://{AUTH_CLIENT_ID}", oid=web_pubsub))
+
+
+def test_the_hub_sends_no_token_in_keyvault_mode_where_the_app_checks_signatures() -> None:
+    assert hub_upstream_auth("keyvault") == {"type": "None"}
+    assert load_settings(app_environ("keyvault", "appservice")).event_auth is EventAuth.SIGNATURE
 
 
 def test_negotiate_bearer_can_trust_another_issuer() -> None:
