@@ -68,6 +68,12 @@ _FORGED_FIX = (
     "answer 401 when it does not match; this app does that with EVENTHANDLER_AUTH=signature (bearer with entra)."
 )
 
+_NOT_SERVED_FIX = (
+    "An event registered in the hub's event handler settings must be served at its URL: correct the URL template "
+    "there ({event} and {hub} are filled in per event), or handle the event (this app serves every event at "
+    "/api/eventhandler)."
+)
+
 
 @dataclass(frozen=True)
 class HandlerTarget:
@@ -244,6 +250,14 @@ def check_connect(session: requests.Session, target: HandlerTarget, connection_i
         return ok("connect", "signed connect event accepted (204)"), True
     if status == 200:
         return _connect_answer(response), True
+    if status == 404:
+        return fail(
+            "connect",
+            f"answered 404: nothing serves the connect event at {redact_url(target.url_for('connect'))}; the service "
+            f"logs {UNEXPECTED_RESPONSE} and the client gets 404 on its WebSocket handshake",
+            _NOT_SERVED_FIX,
+            UNEXPECTED_RESPONSE,
+        ), False
     if 400 <= status < 500:
         refused = warn(
             "connect",
@@ -319,6 +333,14 @@ def check_user_event(
             )
         shown = f" ({media_type})" if response.content else ""
         return ok("user event", f"signed message event accepted ({status}{shown})")
+    if status == 404:
+        return fail(
+            "user event",
+            f"answered 404: nothing serves the message event at {redact_url(target.url_for('message'))}; the "
+            f"service logs {UNEXPECTED_RESPONSE}",
+            _NOT_SERVED_FIX,
+            UNEXPECTED_RESPONSE,
+        )
     if status == 401 and not connected:
         return fail(
             "user event",

@@ -56,6 +56,7 @@ class Behaviour:
     user_body: bytes = b"echo"
     user_content_type: str = "text/plain; charset=utf-8"
     checks_signature: bool = True
+    location: str | None = None  # a Location header on the validation answer
 
 
 @dataclass
@@ -80,6 +81,8 @@ class FakeHandler:
             if seen.headers.get("webhook-request-origin") != ORIGIN:
                 return Response(status_code=400)
             headers = {"WebHook-Allowed-Origin": rules.allowed_origin} if rules.allowed_origin else {}
+            if rules.location:
+                headers["Location"] = rules.location
             return Response(status_code=status, headers=headers)
         connection_id = seen.headers.get("ce-connectionid", "")
         if rules.checks_signature and seen.headers.get("ce-signature") != signature_for(EMULATOR_KEY, connection_id):
@@ -256,6 +259,38 @@ def test_a_5xx_on_connect_is_http_handler_unexpected_response(handler: FakeHandl
     assert checks["connect"]["status"] == "fail"
     assert checks["connect"]["code"] == UNEXPECTED_RESPONSE
     assert "disconnected" not in checks  # the service sends it only for connections it let in
+
+
+def test_events_the_url_does_not_serve_are_http_handler_unexpected_response(handler: FakeHandler, url: str) -> None:
+    handler.behaviour.connect_status = handler.behaviour.user_status = 404
+    code, checks, _ = run_handler(url.replace("/api/eventhandler", "/api/{event}") + "?code=secret-function-key")
+    assert code == 1
+    for name, event in (("connect", "connect"), ("user event", "message")):
+        assert (checks[name]["status"], checks[name]["code"]) == ("fail", UNEXPECTED_RESPONSE)
+        assert f"nothing serves the {event} event at" in checks[name]["summary"]
+        assert f"/api/{event}?code=***" in checks[name]["summary"]
+        assert "event handler settings" in checks[name]["fix"]
+
+
+@pytest.mark.parametrize(
+    ("status", "location", "fix"),
+    [
+        (400, None, "WEBPUBSUB_ALLOWED_ORIGINS"),
+        (405, None, "Answer OPTIONS"),
+        (301, "https://example.net/api/eventhandler?code=secret-function-key", "redirects to https://example.net"),
+    ],
+)
+def test_each_handshake_status_gets_its_own_fix(
+    handler: FakeHandler, url: str, status: int, location: str | None, fix: str
+) -> None:
+    handler.behaviour.options_status = status
+    handler.behaviour.location = location
+    code, checks, text = run_handler(url)
+    assert code == 1
+    assert checks["handshake"]["code"] == INVALID_STATUS_CODE
+    assert fix in checks["handshake"]["fix"]
+    assert "secret-function-key" not in text
+    assert [seen.method for seen in handler.seen[:2]] == ["OPTIONS", "POST"]  # only a 404 falls back to GET
 
 
 @pytest.mark.parametrize(
