@@ -383,6 +383,12 @@ def test_main_outputs_what_azd_and_the_docs_use() -> None:
     evaluator = main_evaluator()
     host = PLACEHOLDERS["functionApp.outputs.defaultHostName"]
     assert evaluator.evaluate(outputs["NEGOTIATE_URL"]["value"]) == f"https://{host}{route_prefix()}/negotiate"
+    assert evaluator.evaluate(outputs["AZURE_FUNCTION_APP_NAME"]["value"]) == PLACEHOLDERS["functionApp.outputs.name"]
+    assert evaluator.evaluate(outputs["SERVICE_API_NAME"]["value"]) == PLACEHOLDERS["functionApp.outputs.name"]
+    assert evaluator.evaluate(outputs["WEBPUBSUB_HOST_NAME"]["value"]) == PLACEHOLDERS["webPubSub.outputs.hostName"]
+    assert evaluator.evaluate(outputs["KEYVAULT_NAME"]["value"]) == ""
+    vault = main_evaluator("keyvault").evaluate(outputs["KEYVAULT_NAME"]["value"])
+    assert vault == PLACEHOLDERS["keyVault.outputs.name"]
 
 
 # --- diagnostics ----------------------------------------------------------------------------
