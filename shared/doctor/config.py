@@ -4,8 +4,8 @@ The verdict on the settings is the app's own (`shared.config.load_settings`), so
 the app can never disagree; the doctor adds what loading cannot know: a misspelled setting name,
 plain http towards a remote host, development-only settings on an App Service site. Then it
 probes what the app depends on in the configured mode, each within a few seconds: the service's
-health endpoint and whether it accepts the key, Key Vault through the app's own token source, and
-the identity (a token for the service's scope, then a client token from generateToken).
+health endpoint and whether it accepts the key, the identity (a token for Key Vault's scope, or for
+the service's), Key Vault through the app's own token source, and generateToken in entra mode.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from shared.tokens import describe_azure_error
 
 HEALTH_PATH = "/api/health?api-version=2024-12-01"
 SERVICE_SCOPE = "https://webpubsub.azure.com/.default"
+KEYVAULT_SCOPE = "https://vault.azure.net/.default"
 DOCTOR_USER_ID = "webpubsub-doctor"
 # Names that look like the app's settings; anything else in the environment is none of our business.
 _SETTING_PREFIXES = ("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT", "HEALTH_", "TOKEN_", "CLIENT_PAGE")
@@ -196,19 +197,20 @@ def probe_keyvault(settings: Settings, access: AzureAccess) -> tuple[Check, str 
     return ok("key vault", f"read {where} ({fingerprint(key)})"), key
 
 
-def probe_identity(settings: Settings, access: AzureAccess) -> Check:
+def probe_identity(settings: Settings, access: AzureAccess, scope: str = SERVICE_SCOPE) -> Check:
+    """A token for `scope` from the app's credential: the service's in entra mode, Key Vault's in keyvault mode."""
     from azure.core.exceptions import AzureError
 
     try:
         credential = access.credential_for(settings)
-        token = run_with_deadline(lambda: credential.get_token(SERVICE_SCOPE), access.deadline)
+        token = run_with_deadline(lambda: credential.get_token(scope), access.deadline)
     except Unreachable as error:
-        return fail("identity", f"no token for {SERVICE_SCOPE}: {error.detail}", _IDENTITY_FIX)
+        return fail("identity", f"no token for {scope}: {error.detail}", _IDENTITY_FIX)
     except (AzureError, ValueError) as error:
-        return fail("identity", f"no token for {SERVICE_SCOPE}: {describe_azure_error(error)}", _IDENTITY_FIX)
+        return fail("identity", f"no token for {scope}: {describe_azure_error(error)}", _IDENTITY_FIX)
     minutes = max(0, round((token.expires_on - datetime.now(UTC).timestamp()) / 60))
     who = f"user-assigned identity {settings.client_id}" if settings.client_id else "the default credential"
-    return ok("identity", f"{who} got a token for {SERVICE_SCOPE} (valid {minutes} min)")
+    return ok("identity", f"{who} got a token for {scope} (valid {minutes} min)")
 
 
 def probe_generate_token(settings: Settings, access: AzureAccess) -> Check:
@@ -276,8 +278,13 @@ def check_config(source: SettingsSource, access: AzureAccess, session: requests.
         return findings
     key = settings.access_key
     if settings.credential is CredentialMode.KEY_VAULT:
-        keyvault, key = probe_keyvault(settings, access)
-        findings.append(keyvault)
+        identity = probe_identity(settings, access, KEYVAULT_SCOPE)
+        findings.append(identity)
+        if identity.status is Status.OK:
+            keyvault, key = probe_keyvault(settings, access)
+            findings.append(keyvault)
+        else:
+            findings.append(skip("key vault", "not read: the identity gets no token for Key Vault"))
     if key is None or not service_up:
         findings.append(skip("service key", "not tried: the key or the service is not available"))
     else:

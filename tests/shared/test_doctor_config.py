@@ -244,6 +244,7 @@ def test_key_vault_mode_reads_the_secret_and_checks_the_key_with_the_service(tmp
         "endpoint": "ok",
         "development settings": "ok",
         "service": "ok",
+        "identity": "ok",
         "key vault": "ok",
         "service key": "ok",
     }
@@ -269,6 +270,17 @@ def test_key_vault_failures_say_why(tmp_path: Path, vault: FakeKeyVault, expecte
     assert checks["key vault"].status == "fail"
     assert expected in checks["key vault"].summary + checks["key vault"].fix
     assert checks["service key"].status == "skip"
+
+
+def test_key_vault_mode_without_an_identity_token_names_the_identity(tmp_path: Path) -> None:
+    azure = FakeAzure()
+    checks = run_with_fakes(KEYVAULT_MODE, tmp_path, azure, FakeCredential(available=False))
+    assert checks["identity"].status == "fail"
+    assert "no token for https://vault.azure.net/.default" in checks["identity"].summary
+    assert "az login" in checks["identity"].fix
+    assert checks["key vault"].status == "skip"
+    assert checks["service key"].status == "skip"
+    assert azure.vault.reads == 0
 
 
 def test_entra_mode_gets_a_token_and_a_client_token(tmp_path: Path) -> None:
