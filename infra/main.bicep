@@ -167,7 +167,8 @@ var entraV1Issuer = 'https://sts.windows.net/${tenantId}/'
 var loginEndpoint = environment().authentication.loginEndpoint
 var entraSigningKeysUri = '${loginEndpoint}${tenantId}/discovery/v2.0/keys'
 var secretExpiresOn = dateTimeToEpoch(dateTimeAdd(deploymentTime, 'P${keyVaultSecretLifetimeDays}D'))
-var corsOrigins = empty(corsAllowedOrigins) ? [] : split(corsAllowedOrigins, ',')
+// Origins never contain spaces, so 'https://a.example, https://b.example' is read as two origins.
+var corsOrigins = empty(corsAllowedOrigins) ? [] : split(replace(corsAllowedOrigins, ' ', ''), ',')
 
 // The routes of function_app.py under the default "api" prefix of host.json. App Service
 // Authentication guards negotiate; the other routes check their callers themselves (events) or

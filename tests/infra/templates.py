@@ -299,6 +299,11 @@ class Evaluator:
             if all(isinstance(value, list) for value in values):
                 return [item for value in values for item in value]
             return "".join(self._stringify(value) for value in values)
+        if kind == "replace":
+            text, old, new = (
+                str(self.evaluate(arguments[name])) for name in ("original_string", "old_string", "new_string")
+            )
+            return text.replace(old, new)
         if kind == "split":
             return str(self.evaluate(arguments["input_string"])).split(str(self.evaluate(arguments["delimiter"])))
         raise Unsupported(f"function {kind!r}")

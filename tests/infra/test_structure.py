@@ -462,9 +462,10 @@ def test_function_app_is_https_only_with_publishing_credentials_off() -> None:
 
 
 def test_cors_origins_come_from_the_parameter() -> None:
-    origins = "https://chat.example.com,https://admin.example.com"
+    origins = "https://chat.example.com, https://admin.example.com"
     evaluator = main_evaluator(corsAllowedOrigins=origins)
-    assert module_param(evaluator, "functionApp", "corsAllowedOrigins") == origins.split(",")
+    expected = ["https://chat.example.com", "https://admin.example.com"]
+    assert module_param(evaluator, "functionApp", "corsAllowedOrigins") == expected
     assert module_param(main_evaluator(), "functionApp", "corsAllowedOrigins") == []
     site = only(parse(module_path("function")), "Microsoft.Web/sites")
     assert site["properties"]["siteConfig"]["cors"] == {
