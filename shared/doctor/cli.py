@@ -148,10 +148,10 @@ def main(argv: Sequence[str] | None = None, *, access: AzureAccess | None = None
 
 
 def _token(args: argparse.Namespace, report: Report, target: Target, overrides: Overrides, access: AzureAccess) -> None:
-    from shared.doctor.token import ClientAddress, check_token, is_client_url
+    from shared.doctor.token import ClientAddress, bare_token, check_token, is_client_url
 
     text = sys.stdin.read() if args.client_token == STDIN else args.client_token
-    report.conceal(text.strip(), *url_query_values(text.strip()))
+    report.conceal(text.strip(), bare_token(text), *url_query_values(text.strip()))
     if not is_client_url(text) or not (overrides.key or overrides.connection_string):
         report.add(target.describe())  # the configuration is what the token is compared with
     key, key_note = signing_key(target, access)

@@ -63,6 +63,13 @@ def _split(url: str) -> _Url | None:
     return _Url(scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme), parts.path)
 
 
+def bare_token(text: str) -> str:
+    """The JWT in `text`, also when pasted with the `Bearer ` of an Authorization header."""
+    text = text.strip()
+    scheme, _, rest = text.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else text
+
+
 def is_client_url(text: str) -> bool:
     return text.strip().lower().startswith(tuple(f"{scheme}://" for scheme in _WEBSOCKET_SCHEMES))
 
@@ -339,7 +346,7 @@ def check_token(
     now = now or datetime.now(UTC)
     findings: list[Check] = []
     expected = configured
-    token: str | None = text.strip()
+    token: str | None = bare_token(text)
     if is_client_url(text):
         address, token, findings = parse_client_url(text)
         if address is not None:

@@ -325,3 +325,11 @@ def test_an_expiry_beyond_the_calendar_is_shown_as_its_number() -> None:
     finding = check_lifetime({"exp": 2**40}, datetime.fromtimestamp(1_000_000, UTC))
     assert finding.status == "ok"
     assert finding.summary.startswith("valid until 1099511627776 (seconds since 1970, beyond any date)")
+
+
+def test_a_token_pasted_with_its_bearer_scheme_is_checked_as_the_token() -> None:
+    token = make_token()
+    code, checks, text = doctor(f"Bearer {token}", "--endpoint", ENDPOINT, "--hub", "chat", "--key", EMULATOR_KEY)
+    assert code == 0, text
+    assert {checks[name]["status"] for name in ("decode", "lifetime", "audience", "signature")} == {"ok"}
+    assert token not in text
