@@ -20,7 +20,8 @@ from importlib import resources
 from urllib.parse import urlsplit
 
 from shared.config import Settings
-from shared.web import Request, Response, json_response
+from shared.errors import NotFound
+from shared.web import Request, Response
 
 ROUTE_SEGMENT = "client"  # the page is at <route prefix>/client, its files at <route prefix>/client/<name>
 ONE_YEAR_SECONDS = 365 * 24 * 3600
@@ -104,17 +105,13 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return etag in candidates or "*" in candidates
 
 
-def not_found(message: str) -> Response:
-    return json_response(404, {"error": {"code": "not_found", "message": message}})
-
-
 def serve(request: Request, settings: Settings) -> Response:
-    """Answer a GET for the page or one of its files."""
+    """Answer a GET for the page or one of its files; NotFound for anything else."""
     if not settings.client_page_enabled:
-        return not_found("The client page is switched off (CLIENT_PAGE_ENABLED=false).")
+        raise NotFound("The client page is switched off (CLIENT_PAGE_ENABLED=false).")
     found = requested_asset(request.url)
     if found is None:
-        return not_found("No such file.")
+        raise NotFound("No such file.")
     name, trailing_slash = found
     if name == "" and trailing_slash:
         # The page's relative URLs (client/app.js, negotiate) need it at .../client, not .../client/.
@@ -130,7 +127,7 @@ def serve(request: Request, settings: Settings) -> Response:
         immutable = request.query_value("v") == version_of(body)
         cache_control = f"public, max-age={ONE_YEAR_SECONDS}, immutable" if immutable else "no-cache"
     else:
-        return not_found("No such file.")
+        raise NotFound("No such file.")
 
     headers = {**security_headers(settings), "Cache-Control": cache_control, "ETag": f'"{version_of(body)}"'}
     if etag_matches(request.header("if-none-match"), headers["ETag"]):

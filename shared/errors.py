@@ -4,6 +4,7 @@
     ├── BadRequest               400  the caller sent something malformed
     ├── Unauthorized             401  no identity, or an identity we cannot verify
     ├── Forbidden                403  a verified identity asked for more than it may have
+    ├── NotFound                 404  nothing is served at this path (or it is switched off)
     ├── PayloadTooLarge          413
     ├── UnsupportedMediaType     415
     ├── DependencyUnavailable    503  Key Vault, Entra ID or the service is down; carries Retry-After
@@ -55,6 +56,11 @@ class Unauthorized(AppError):
 class Forbidden(AppError):
     status = 403
     default_code = "forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    default_code = "not_found"
 
 
 class PayloadTooLarge(AppError):

@@ -11,7 +11,9 @@ import pytest
 
 import function_app
 from shared import client_page
+from shared.errors import NotFound
 from shared.runtime import Runtime, use_runtime
+from shared.web import Request
 from tests.conftest import http_request, local_settings
 
 REQUIRED_TEST_IDS = ("status", "group-input", "join-button", "message-input", "send-button", "messages")
@@ -139,7 +141,17 @@ def test_anything_outside_the_allow_list_is_404_json(route: str) -> None:
     response = get(route)
     assert response.status_code == 404
     assert response.mimetype == "application/json"
-    assert json.loads(response.get_body())["error"]["code"] == "not_found"
+    assert json.loads(response.get_body())["error"] == {"code": "not_found", "message": "No such file."}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_missing_file_is_raised_as_not_found_for_the_one_error_path() -> None:
+    """The adapter, not the page, renders errors: same body, headers and log line as every route."""
+    request = Request(method="GET", url="http://localhost/api/client/secret.txt")
+    with pytest.raises(NotFound) as raised:
+        client_page.serve(request, local_settings())
+    assert raised.value.status == 404
+    assert raised.value.public_message == "No such file."
 
 
 def test_trailing_slash_redirects_to_the_page_so_relative_links_resolve() -> None:
