@@ -25,6 +25,7 @@ from devstack.servers import ServerThread
 from devstack.webpubsub import EventHandlerSettings, LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from shared.config import load_settings
 from shared.runtime import Runtime, use_runtime
+from shared.tokens import TokenSource
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -133,15 +134,21 @@ def group() -> str:
 
 
 AppSettings = Callable[..., None]
+#: Wraps the app's real token source, to make it fail on purpose (Key Vault down, say).
+TokenSourceWrapper = Callable[[TokenSource], TokenSource]
 
 
 @pytest.fixture
 def app_settings(stack: LocalStack, group: str) -> AppSettings:
     """Install the app's settings (local development ones, this test's group); call again to change them."""
 
-    def install(**overrides: str) -> None:
+    def install(*, wrap_token_source: TokenSourceWrapper | None = None, **overrides: str) -> None:
         environ = {**base_settings(stack.service), "NEGOTIATE_GROUPS": group, **overrides}
-        use_runtime(Runtime(load_settings(environ)))
+        settings = load_settings(environ)
+        if wrap_token_source is None:
+            use_runtime(Runtime(settings))
+        else:
+            use_runtime(Runtime(settings, token_source=wrap_token_source(Runtime(settings).token_source)))
 
     install()
     return install

@@ -3,18 +3,21 @@
 Each test is one thing a user would notice if it broke: two people chatting; a dropped
 connection coming back without losing messages; a connection the service refuses to take back
 (1008) replaced by a fresh negotiate with the group rejoined; a refused connect (401) retried with
-a new URL; a token renewed before it expires without any visible change; and the sign-in link
-behind App Service Authentication.
+a new URL; a lost network coming back; a token renewed before it expires without any visible
+change; negotiate failures told in words; and the sign-in link behind App Service Authentication.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from playwright.sync_api import Page, Route, expect
 
+from shared.errors import DependencyUnavailable
+from shared.tokens import ClientAccess, TokenSource
 from tests.browser.conftest import RECONNECT_TIMEOUT_MS, AppSettings, ChatPage, LocalStack
 
 OpenChat = Callable[..., ChatPage]
@@ -89,6 +92,36 @@ def test_dropped_connection_recovers_without_losing_messages(
     alice.expect_connected()
 
 
+def test_network_loss_reads_reconnecting_then_recovers_the_same_connection(
+    stack: LocalStack, app_settings: AppSettings, open_chat: OpenChat, group: str
+) -> None:
+    """Alice's network goes away: her socket ends and, offline, every attempt to recover fails.
+
+    The status must say so at once (the official client is silent while it recovers), sending is
+    off meanwhile, and when the network is back the same connection resumes with what she missed.
+    """
+    alice, bob = two_users_in(group, open_chat)
+    before = the_connection_of(stack, alice)
+
+    alice.page.context.set_offline(True)
+    stack.drop(str(before["connectionId"]))
+    expect(alice.page.get_by_test_id("status")).to_have_text("reconnecting")
+    expect(alice.page.get_by_test_id("send-button")).to_be_disabled()
+    bob.send("sent while alice was offline")
+    alice.page.wait_for_timeout(2_500)  # two recovery attempts, both refused by the missing network
+    assert stack.live_connections_of(alice.user_id) == []
+    expect(alice.page.get_by_test_id("status")).to_have_text("reconnecting")
+
+    alice.page.context.set_offline(False)
+    alice.expect_connected()
+    expect(alice.messages_with("sent while alice was offline")).to_have_count(1)
+    assert the_connection_of(stack, alice)["connectionId"] == before["connectionId"]
+    alice.send("back online")
+    expect(bob.messages_with("back online")).to_have_count(1)
+    assert len(alice.negotiations) == 1  # recovery needs no new URL
+    assert alice.status_history() == ["connecting", "connected", "reconnecting", "connected"]
+
+
 def test_close_1008_negotiates_again_and_rejoins_the_group(
     stack: LocalStack, app_settings: AppSettings, open_chat: OpenChat, group: str
 ) -> None:
@@ -137,23 +170,29 @@ def test_refused_connect_gets_a_new_url(app_settings: AppSettings, open_chat: Op
 def test_token_is_renewed_before_it_expires_without_the_user_noticing(
     stack: LocalStack, app_settings: AppSettings, open_chat: OpenChat, group: str
 ) -> None:
-    """One-minute tokens; the browser's clock is moved 50 s ahead instead of waiting for it.
+    """One-minute tokens; the browser's clock is moved ahead instead of waiting for it.
 
     The page schedules the renewal from the token's lifetime (expiresOn minus the negotiate
-    response's Date), so jumping the page's clock past 45 s is what a real minute would do to it.
-    The service does not close connections whose token expires (it checks tokens at connect
-    only), so what matters is that the page is on a new connection, with a new token, before
-    the old token's expiresOn, in the same group, and the status never changed.
+    response's Date), so moving the page's clock is what a real minute would do to it. The
+    service does not close connections whose token expires (it checks tokens at connect only), so
+    what matters is that the page is on a new connection, with a new token, before the old
+    token's expiresOn, in the same group, and the status never changed. The page's clock is
+    stopped 50 s in, so all of that must happen while the page's time is before expiresOn.
     """
     app_settings(TOKEN_LIFETIME_MINUTES="1")
-    alice = open_chat(before_load=lambda page: page.clock.install())
+    loaded_at = datetime.now(UTC)
+    alice = open_chat(before_load=lambda page: page.clock.install(time=loaded_at))
     bob = open_chat()
     for user in (alice, bob):
         user.expect_connected()
         user.join(group)
     before = the_connection_of(stack, alice)
 
-    alice.page.clock.fast_forward("00:50")
+    alice.page.clock.fast_forward("00:40")  # not yet: a quarter of the lifetime is 15 s
+    alice.page.wait_for_timeout(500)
+    assert len(alice.negotiations) == 1
+
+    alice.page.clock.pause_at(loaded_at + timedelta(seconds=50))
     wait_for(lambda: len(alice.negotiations) == 2, alice.page, "the page negotiated again")
 
     def on_a_new_connection() -> bool:
@@ -162,6 +201,9 @@ def test_token_is_renewed_before_it_expires_without_the_user_noticing(
 
     wait_for(on_a_new_connection, alice.page, "the page left the old connection for a new one")
     assert the_connection_of(stack, alice)["groups"] == [group]
+    page_time_ms = alice.page.evaluate("Date.now()")
+    assert page_time_ms < (loaded_at + timedelta(seconds=60)).timestamp() * 1000  # before expiresOn
+    alice.page.clock.resume()
 
     bob.send("still here?")
     expect(alice.messages_with("still here?")).to_have_count(1)
@@ -179,3 +221,64 @@ def test_without_a_signed_in_user_the_page_offers_sign_in(app_settings: AppSetti
     link = alice.page.get_by_test_id("sign-in").get_by_role("link")
     expect(link).to_have_attribute("href", "/.auth/login/aad?post_login_redirect_uri=/api/client")
     assert "userId=" not in alice.negotiations[0]  # only anonymous (local) negotiate takes a user id
+
+
+class UnavailableAtFirst:
+    """The app's real token source behind a dependency that is down for the first `failures` calls."""
+
+    def __init__(self, real: TokenSource, failures: int):
+        self.real = real
+        self.failures = failures
+
+    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+        if self.failures > 0:
+            self.failures -= 1
+            raise DependencyUnavailable("Azure Key Vault", "down on purpose", retry_after_seconds=1)
+        return self.real.client_access(user_id=user_id, roles=roles, groups=groups, minutes=minutes)
+
+    def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
+        return self.real.access_keys(refresh=refresh)
+
+
+def test_negotiate_503_is_told_in_words_and_the_page_connects_when_it_passes(
+    app_settings: AppSettings, open_chat: OpenChat
+) -> None:
+    app_settings(wrap_token_source=lambda real: UnavailableAtFirst(real, failures=1))
+    alice = open_chat()
+    error = alice.page.get_by_test_id("error")
+    expect(error).to_have_text(
+        "The chat service is unavailable for now (HTTP 503): Azure Key Vault is unavailable; retry later. "
+        "Retrying automatically."
+    )
+    alice.expect_connected()  # after the Retry-After second, with a new negotiate
+    expect(error).to_be_hidden()
+    assert len(alice.negotiations) == 2
+
+
+def test_negotiate_401_without_sign_in_is_told_in_words(app_settings: AppSettings, open_chat: OpenChat) -> None:
+    """Bearer mode: the page has no token to send, so negotiate refuses it and the page says why."""
+    app_settings(
+        NEGOTIATE_AUTH="bearer",
+        NEGOTIATE_BEARER_ISSUER="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0",
+        NEGOTIATE_BEARER_AUDIENCE="api://chat",
+    )
+    alice = open_chat()
+    expect(alice.page.get_by_test_id("status")).to_have_text("signed out")
+    error = alice.page.get_by_test_id("error")
+    expect(error).to_contain_text("You are not signed in (HTTP 401): ")
+    expect(error).to_contain_text("This page cannot sign in by itself; see docs/clients.md.")
+    expect(alice.page.get_by_test_id("join-button")).to_be_disabled()
+
+
+def test_negotiate_403_from_the_platform_is_told_in_words(app_settings: AppSettings, open_chat: OpenChat) -> None:
+    """A 403 in front of the app (access restrictions, an authorization rule) comes as an HTML page."""
+
+    def forbid(route: Route) -> None:
+        route.fulfill(status=403, content_type="text/html", body="<html><body>403 - Forbidden</body></html>")
+
+    alice = open_chat(before_load=lambda page: page.route("**/api/negotiate*", forbid))
+    expect(alice.page.get_by_test_id("error")).to_have_text(
+        "You are not allowed to chat here (HTTP 403): Negotiate answered HTTP 403. Retrying, in case access is granted."
+    )
+    expect(alice.page.get_by_test_id("status")).to_have_text("connecting")
+    expect(alice.page.get_by_test_id("join-button")).to_be_disabled()

@@ -8,6 +8,8 @@
 //  - exponential backoff with full jitter before each retry, at least the server's Retry-After;
 //  - a first connection that fails is retried too (the client's own loop starts only after one
 //    succeeded);
+//  - the status reads "reconnecting" as soon as the socket closes, and "connected" once the same
+//    connection is recovered: the client emits nothing for either, so the page watches its sockets;
 //  - before expiresOn, a second connection is opened and joined to the same groups, and only then
 //    does it replace the first ("make before break"), so the user sees no gap. Messages carry an
 //    id so the copies both connections receive during the overlap are shown once.
@@ -33,6 +35,50 @@ function clientOptions() {
   };
 }
 
+/** WebPubSubClient that also reports what it does not emit events for: a socket closing, and a
+ * dropped connection recovered (it emits nothing from the drop until recovery fails, up to 30 s).
+ *
+ * `observer.closed(code)` runs when any socket closes; `observer.recovered()` when a recovery
+ * socket (its URL names `awps_connection_id`) gets its first message, the service's `connected`,
+ * which a refused recovery (close 1008) never sends. It overrides the factory method the client
+ * opens each socket with (`_getWebSocketClientFactory` in the locked 1.0.x), so nothing else of
+ * the client changes; the browser tests fail should an upgrade stop calling it.
+ */
+class ObservedWebPubSubClient extends WebPubSubClient {
+  constructor(credential, options, observer) {
+    super(credential, options);
+    this.observer = observer;
+  }
+
+  _getWebSocketClientFactory() {
+    const factory = super._getWebSocketClientFactory();
+    return {
+      create: (uri, protocol) => {
+        const socket = factory.create(uri, protocol);
+        const onclose = socket.onclose.bind(socket);
+        socket.onclose = (handler) =>
+          onclose((code, reason) => {
+            this.observer.closed(code);
+            handler(code, reason);
+          });
+        if (new URL(uri).searchParams.has("awps_connection_id")) {
+          const onmessage = socket.onmessage.bind(socket);
+          let first = true;
+          socket.onmessage = (handler) =>
+            onmessage((data) => {
+              handler(data);
+              if (first) {
+                first = false;
+                this.observer.recovered();
+              }
+            });
+        }
+        return socket;
+      },
+    };
+  }
+}
+
 export function randomId() {
   const bytes = crypto.getRandomValues(new Uint8Array(12));
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
@@ -48,7 +94,10 @@ class Link {
     this.refreshTimer = undefined;
     this.disposed = false;
     this.joined = new Set();
-    this.client = chat.createClient({ getClientAccessUrl: () => this.clientAccessUrl() }, clientOptions());
+    this.client = chat.createClient({ getClientAccessUrl: () => this.clientAccessUrl() }, clientOptions(), {
+      closed: (code) => chat.socketClosed(this, code),
+      recovered: () => chat.recovered(this),
+    });
   }
 
   async clientAccessUrl() {
@@ -99,7 +148,9 @@ export class ChatConnection {
    */
   constructor(options) {
     this.negotiate = options.negotiate ?? (() => negotiateOnce(options.negotiateUrl));
-    this.createClient = options.createClient ?? ((credential, settings) => new WebPubSubClient(credential, settings));
+    this.createClient =
+      options.createClient ??
+      ((credential, settings, observer) => new ObservedWebPubSubClient(credential, settings, observer));
     this.onStatus = options.onStatus ?? (() => {});
     this.onMessage = options.onMessage ?? (() => {});
     this.onNotice = options.onNotice ?? (() => {});
@@ -197,6 +248,22 @@ export class ChatConnection {
     if (link === this.link) {
       this.setStatus("connected");
       this.onNotice(`Connected as ${userId} (connection ${connectionId}).`);
+    }
+  }
+
+  /** The socket closed: tell the user at once, while the client recovers or reconnects. */
+  socketClosed(link, code) {
+    if (link === this.link && !link.disposed && !this.stopped && this.status === "connected") {
+      this.setStatus("reconnecting");
+      this.onNotice(`Connection lost (close code ${code}); reconnecting.`);
+    }
+  }
+
+  /** The same connection is back (no `connected` event comes for it). */
+  recovered(link) {
+    if (link === this.link && !link.disposed && this.status === "reconnecting") {
+      this.setStatus("connected");
+      this.onNotice("Connection recovered; no message was lost.");
     }
   }
 

@@ -1,6 +1,7 @@
 // The demo chat page: wires ChatConnection to the elements of shared/client/index.html.
 
 import { ChatConnection, randomId } from "./chat-connection.js";
+import { describeNegotiateFailure, NegotiateError } from "./negotiate.js";
 
 const byTestId = (name) => document.querySelector(`[data-testid="${name}"]`);
 const status = byTestId("status");
@@ -128,7 +129,9 @@ const chat = new ChatConnection({
     }
     log(text);
   },
-  onError: showError,
+  onError(error) {
+    showError(error instanceof NegotiateError ? new Error(describeNegotiateFailure(error)) : error);
+  },
   onSignInRequired(error) {
     if (negotiateAuth === "appservice") {
       const link = signIn.querySelector("a");
@@ -136,7 +139,7 @@ const chat = new ChatConnection({
       signIn.hidden = false;
       log("Sign in to chat.");
     } else {
-      showError(new Error(`${error.message} This page cannot sign in by itself; see docs/clients.md.`));
+      showError(new Error(`${describeNegotiateFailure(error)} This page cannot sign in by itself; see docs/clients.md.`));
     }
   },
 });

@@ -18,6 +18,27 @@ export class NegotiateError extends Error {
   }
 }
 
+/** What the page tells its user when negotiate failed: what happened, in words, and what comes next. */
+export function describeNegotiateFailure(error) {
+  const reason = error.message;
+  if (error.status === 0) {
+    return `Cannot reach the app: ${reason} Check the network; retrying.`;
+  }
+  if (error.status === 401) {
+    return `You are not signed in (HTTP 401): ${reason}`;
+  }
+  if (error.status === 403) {
+    return `You are not allowed to chat here (HTTP 403): ${reason} Retrying, in case access is granted.`;
+  }
+  if (error.status === 503) {
+    return `The chat service is unavailable for now (HTTP 503): ${reason} Retrying automatically.`;
+  }
+  if (error.status >= 500) {
+    return `The app failed to connect you (HTTP ${error.status}): ${reason} Retrying automatically.`;
+  }
+  return `The app refused to connect you (HTTP ${error.status}): ${reason}`;
+}
+
 /** Ask the app for a client access URL.
  *
  * Resolves to `{ url, expiresOn, refreshInMs }`: connect to `url`, and negotiate again within

@@ -7,9 +7,10 @@ import { NegotiateError } from "../src/negotiate.js";
 class FakeClient {
   static instances = [];
 
-  constructor(credential, options) {
+  constructor(credential, options, observer) {
     this.credential = credential;
     this.options = options;
+    this.observer = observer;
     this.handlers = new Map();
     this.joined = [];
     this.stopped = false;
@@ -61,7 +62,7 @@ function harness({ negotiate } = {}) {
         seen.negotiations += 1;
         return { url: `wss://service/${seen.negotiations}`, refreshInMs: 3_600_000 };
       }),
-    createClient: (credential, options) => new FakeClient(credential, options),
+    createClient: (credential, options, observer) => new FakeClient(credential, options, observer),
     onStatus: (status) => seen.statuses.push(status),
     onMessage: (message) => seen.messages.push(message),
     onError: (error) => seen.errors.push(error),
@@ -73,6 +74,7 @@ function harness({ negotiate } = {}) {
 }
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+const settle0 = () => new Promise((resolve) => setImmediate(resolve));
 
 test("leaves reconnect pacing to the page and keeps the official recovery and rejoin on", async () => {
   const { chat } = harness();
@@ -160,4 +162,62 @@ test("401 from negotiate asks the user to sign in", async () => {
   assert.deepEqual(seen.statuses, ["connecting", "signed out"]);
   assert.deepEqual(seen.errors, []);
   chat.stop();
+});
+
+test("a closed socket reads reconnecting at once, and connected again once recovered", async () => {
+  const { chat, seen } = harness();
+  chat.start();
+  await settle();
+  const [client] = FakeClient.instances;
+  client.observer.closed(1006); // the official client says nothing while it recovers
+  assert.equal(seen.statuses.at(-1), "reconnecting");
+  client.observer.recovered(); // nor when it has recovered
+  assert.deepEqual(seen.statuses, ["connecting", "connected", "reconnecting", "connected"]);
+  chat.stop();
+});
+
+test("sockets of a replaced connection closing do not change the status", async () => {
+  const { chat, seen } = harness();
+  chat.start();
+  await settle();
+  const [old] = FakeClient.instances;
+  await chat.refresh();
+  old.observer.closed(1000);
+  chat.stop();
+  FakeClient.instances[1].observer.closed(1000);
+  assert.deepEqual(seen.statuses, ["connecting", "connected"]);
+});
+
+test("failed negotiations back off exponentially with jitter, and at least Retry-After", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  t.mock.method(Math, "random", () => 0.999999); // the top of each jittered range
+  const calls = [];
+  const { chat, seen } = harness({
+    negotiate: async () => {
+      calls.push(calls.length);
+      throw calls.length === 3
+        ? new NegotiateError(503, "dependency_unavailable", "Key Vault is unavailable.", { retryAfter: 9000 })
+        : new NegotiateError(0, "unreachable", "The app could not be reached.");
+    },
+  });
+  chat.start();
+  const attemptsAfter = async (ms) => {
+    t.mock.timers.tick(ms);
+    for (let i = 0; i < 20; i += 1) {
+      await settle0();
+    }
+    return calls.length;
+  };
+  assert.equal(await attemptsAfter(0), 1); // the first attempt does not wait
+  // Waits before attempts 2, 3, 4: up to 1 s, 2 s, then the 9 s Retry-After over the 4 s backoff.
+  assert.equal(await attemptsAfter(998), 1);
+  assert.equal(await attemptsAfter(1), 2);
+  assert.equal(await attemptsAfter(1998), 2);
+  assert.equal(await attemptsAfter(1), 3);
+  assert.equal(await attemptsAfter(8998), 3);
+  assert.equal(await attemptsAfter(2), 4);
+  assert.equal(seen.errors.length, 4);
+  assert.deepEqual(seen.statuses, ["connecting"]);
+  chat.stop();
+  t.mock.timers.tick(60_000);
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { negotiate, NegotiateError } from "../src/negotiate.js";
+import { describeNegotiateFailure, negotiate, NegotiateError } from "../src/negotiate.js";
 
 function answer(status, body, headers = {}) {
   const calls = [];
@@ -61,4 +61,20 @@ test("an unreachable app is status 0", async () => {
     throw new TypeError("Failed to fetch");
   };
   await assert.rejects(negotiate("/api/negotiate", { fetchImpl }), { status: 0, code: "unreachable" });
+});
+
+test("each negotiate failure is told in words, with the app's reason and what happens next", () => {
+  const told = (status, message) => describeNegotiateFailure(new NegotiateError(status, "code", message));
+  assert.equal(told(0, "The app could not be reached (Failed to fetch)."), "Cannot reach the app: The app could not be reached (Failed to fetch). Check the network; retrying.");
+  assert.equal(told(401, "Sign in first."), "You are not signed in (HTTP 401): Sign in first.");
+  assert.equal(
+    told(403, "Negotiate answered HTTP 403."),
+    "You are not allowed to chat here (HTTP 403): Negotiate answered HTTP 403. Retrying, in case access is granted.",
+  );
+  assert.equal(
+    told(503, "Azure Key Vault is unavailable; retry later."),
+    "The chat service is unavailable for now (HTTP 503): Azure Key Vault is unavailable; retry later. Retrying automatically.",
+  );
+  assert.match(told(500, "An unexpected error occurred."), /^The app failed to connect you \(HTTP 500\): An unexpected error occurred\. Retrying/);
+  assert.equal(told(400, "The userId query parameter is required."), "The app refused to connect you (HTTP 400): The userId query parameter is required.");
 });
