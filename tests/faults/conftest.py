@@ -4,6 +4,8 @@
   read timeout (then it raises ReadTimeout after that timeout, as a socket would).
 - `TcpProxy`: a real TCP proxy in front of a local service that can delay every request.
 - `Clock`: a monotonic clock tests move forward, to cross retry pauses without sleeping.
+- `IdentityEndpoint`: an App Service managed-identity endpoint on a real port, for any resource,
+  that can be stopped (connections refused) and started again on the same port.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from typing import Any
 import pytest
 import requests
 from azure.core.pipeline.transport import RequestsTransport
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-from devstack.servers import bind_socket
+from devstack.servers import ServerThread, bind_socket
 from tests.apphost import ServedApp, serve_app
 from tests.fakes import FakeAdapter
 
@@ -70,6 +76,50 @@ def transport_with_timeouts(adapter: FakeAdapter, options: dict[str, Any]) -> Re
         connection_timeout=options["connection_timeout"],
         read_timeout=options["read_timeout"],
     )
+
+
+class IdentityEndpoint:
+    """The managed-identity protocol azure-identity speaks when IDENTITY_ENDPOINT is set, for any resource.
+
+    The local Web PubSub service's own identity endpoint issues tokens for Web PubSub only; Key Vault
+    needs one for its resource too. `stop` refuses connections from then on; `start` serves again.
+    """
+
+    HEADER = "faults-identity-header"
+
+    def __init__(self) -> None:
+        self.tokens_issued = 0
+        self._server: ServerThread | None = self._serve(0).start()
+        self.port = self._server.port
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {"IDENTITY_ENDPOINT": f"http://127.0.0.1:{self.port}/token", "IDENTITY_HEADER": self.HEADER}
+
+    def _serve(self, port: int) -> ServerThread:
+        async def token(request: Request) -> JSONResponse:
+            if request.headers.get("x-identity-header") != self.HEADER:
+                return JSONResponse({"statusCode": 401, "message": "wrong X-IDENTITY-HEADER"}, status_code=401)
+            self.tokens_issued += 1
+            return JSONResponse(
+                {
+                    "access_token": f"identity-token-{self.tokens_issued}",
+                    "expires_on": str(int(time.time()) + 3600),
+                    "resource": request.query_params.get("resource", ""),
+                    "token_type": "Bearer",
+                }
+            )
+
+        return ServerThread(Starlette(routes=[Route("/token", token)]), port=port, name="identity")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def start(self) -> None:
+        if self._server is None:
+            self._server = self._serve(self.port).start()
 
 
 class TcpProxy:

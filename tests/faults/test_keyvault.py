@@ -3,19 +3,23 @@
 The real SecretClient (challenge authentication, retries, timeouts of SDK_CLIENT_OPTIONS) talks to
 a fake vault at its transport. Without a cached key the app answers 503 with Retry-After; with one
 it keeps serving; and when the vault comes back the same runtime serves again, without a restart.
+The identity is a fake credential, or the app's own DefaultAzureCredential against a real
+managed-identity endpoint that refuses connections. Forged events cannot turn into vault reads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
+from azure.core.credentials import TokenCredential
 from azure.keyvault.secrets import SecretClient
 
 from shared.config import load_settings
@@ -23,7 +27,7 @@ from shared.runtime import Runtime, get_runtime, use_runtime
 from shared.tokens import SDK_CLIENT_OPTIONS, KeyVaultTokenSource
 from tests.apphost import ServedApp
 from tests.fakes import FakeCredential, FakeKeyVault
-from tests.faults.conftest import Clock, TimedAdapter, transport_with_timeouts
+from tests.faults.conftest import Clock, IdentityEndpoint, TimedAdapter, transport_with_timeouts
 
 VAULT_URI = "https://faults.vault.azure.net/"
 SECRET = "webpubsub-access-key"
@@ -35,7 +39,8 @@ NEW_KEY = "FaultsSuiteRotatedKey-5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d"
 class Vault:
     """The fake vault, its credential, the adapter in front of it and the app's token source."""
 
-    def __init__(self, *, read_timeout: float | None = None) -> None:
+    def __init__(self, *, read_timeout: float | None = None, real_identity: bool = False) -> None:
+        """`real_identity`: the app's own DefaultAzureCredential (from the environment) instead of a fake."""
         self.store = FakeKeyVault({SECRET: KEY})
         self.credential = FakeCredential()
         self.adapter = TimedAdapter(self.store)
@@ -56,13 +61,14 @@ class Vault:
             vault_uri=VAULT_URI,
             secret_name=SECRET,
             refresh_seconds=settings.keyvault_refresh_seconds,
-            credential_provider=lambda: self.credential,
+            credential_provider=lambda: self.identity,
             secret_client_factory=lambda: SecretClient(
-                VAULT_URI, self.credential, transport=transport_with_timeouts(self.adapter, options), **options
+                VAULT_URI, self.identity, transport=transport_with_timeouts(self.adapter, options), **options
             ),
             clock=self.clock,
         )
         self.runtime = Runtime(settings, token_source=self.source)
+        self.identity: TokenCredential = self.runtime.credential() if real_identity else self.credential
         use_runtime(self.runtime)
 
     @property
@@ -90,13 +96,13 @@ def signed_by(token: object, key: str) -> bool:
     return True
 
 
-def event(app: ServedApp, key: str) -> int:
-    signature = "sha256=" + hmac.new(key.encode(), b"conn-1", hashlib.sha256).hexdigest()
+def event(app: ServedApp, key: str, connection_id: str = "conn-1") -> int:
+    signature = "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
     headers = {
         "ce-awpsversion": "1.0",
         "ce-type": "azure.webpubsub.user.message",
         "ce-hub": "chat",
-        "ce-connectionId": "conn-1",
+        "ce-connectionId": connection_id,
         "ce-userId": "alice",
         "ce-signature": signature,
         "Content-Type": "text/plain",
@@ -186,6 +192,48 @@ def test_identity_failing_for_key_vault_is_503_then_recovers(app: ServedApp) -> 
     vault.credential.available = True
     vault.clock.advance(retry_after)
     assert negotiate(app)[0] == 200
+
+
+@pytest.fixture
+def identity() -> Iterator[IdentityEndpoint]:
+    endpoint = IdentityEndpoint()
+    os.environ.update(endpoint.environment)  # what the platform sets; tests/conftest.py restores the environment
+    yield endpoint
+    endpoint.stop()
+
+
+def test_managed_identity_endpoint_down_is_503_then_recovers_with_the_apps_own_credential(
+    app: ServedApp, identity: IdentityEndpoint
+) -> None:
+    """DefaultAzureCredential as the app builds it, against a real identity endpoint that refuses connections."""
+    identity.stop()
+    vault = Vault(real_identity=True)
+    retry_after = assert_retry_later(*negotiate(app))
+    assert event(app, KEY) == 503
+    assert vault.requests == 0  # no token, so nothing authorized reached the vault
+    identity.start()
+    vault.clock.advance(retry_after)
+    status, _, body = negotiate(app)
+    assert status == 200
+    assert signed_by(body["token"], KEY)
+    assert event(app, KEY) == 204
+    assert identity.tokens_issued >= 1
+    presented = {seen.headers["Authorization"] for seen in vault.adapter.seen if "Authorization" in seen.headers}
+    assert presented == {"Bearer identity-token-1"}  # the vault was read with the identity's token
+    assert get_runtime() is vault.runtime
+
+
+def test_forged_events_cannot_flood_key_vault(app: ServedApp) -> None:
+    """Each forged signature is a mismatch that may mean a rotated key, but re-reads are rate-limited."""
+    vault = Vault()
+    assert event(app, KEY) == 204
+    reads = vault.requests
+    assert [event(app, "forged-key", f"conn-{n}") for n in range(30)] == [401] * 30
+    assert vault.requests == reads  # the key was read just now: a mismatch does not re-read it yet
+    vault.clock.advance(10)
+    assert [event(app, "forged-key", f"conn-{n}") for n in range(30)] == [401] * 30
+    assert vault.requests == reads + 1  # one re-read, however many forged events arrive
+    assert event(app, KEY) == 204
 
 
 @pytest.mark.parametrize("status", [403, 500])
