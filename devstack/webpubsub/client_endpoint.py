@@ -46,9 +46,11 @@ __all__ = ["HUB_NAME", "ClientEndpoint"]
 logger = logging.getLogger("devstack.webpubsub.clients")
 
 HUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
-#: Close codes with which a client says it is leaving for good; anything else (including a
-#: lost network, 1006) leaves a reliable connection waiting for recovery.
-_FINAL_CLIENT_CLOSE_CODES = frozenset({1000, 1001})
+#: Close codes with which a client says it is leaving for good: normal closure, going away, and
+#: 1005, a close frame without a code, which is what a browser sends for ``close()`` without
+#: arguments. Anything else (including a lost network, 1006) leaves a reliable connection
+#: waiting for recovery.
+_FINAL_CLIENT_CLOSE_CODES = frozenset({1000, 1001, 1005})
 
 
 class _Refusal(Exception):

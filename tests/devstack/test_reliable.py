@@ -76,11 +76,19 @@ def test_recovery_resumes_the_same_connection_without_losing_messages(
     assert kinds == [CONNECT, CONNECTED, DISCONNECTED]  # no second connect/connected for the recovery
 
 
+@pytest.mark.parametrize(
+    "code",
+    [1000, 1001, None],
+    ids=["normal closure", "going away", "no status code (1005), as a browser's close()"],
+)
 def test_a_client_that_closes_normally_cannot_recover(
-    service: RunningWebPubSub, event_handler: FakeEventHandler, hub: str
+    service: RunningWebPubSub, event_handler: FakeEventHandler, hub: str, code: int | None
 ) -> None:
     with json_client(service, hub, protocol=RELIABLE_PROTOCOL) as client:
         connection_id, token = client.connection_id, client.connected["reconnectionToken"]
+        # None sends a close frame without a code, which the receiving side reads as 1005.
+        client.connection.close(code)  # type: ignore[arg-type]
+    # At once, not after the recovery window: the connection ended for good.
     event_handler.wait_for_event(DISCONNECTED, connection_id)
     with open_socket(recovery_url(service, hub, connection_id, token), RELIABLE_PROTOCOL) as refused:
         assert close_code(refused) == 1008
