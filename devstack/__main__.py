@@ -46,6 +46,8 @@ from .servers import ServerThread
 from .webpubsub import DEFAULT_ACCESS_KEY, EventHandlerSettings, LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from .webpubsub.settings import DEFAULT_PORT as DEFAULT_WEBPUBSUB_PORT
 
+#: Loggers that write every request's URL at INFO or DEBUG: a URL may carry an access token.
+QUIET_LOGGERS = ("httpx", "httpcore")
 EXAMPLE_SETTINGS = Path("local.settings.json.example")
 HOST_JSON = Path("host.json")
 EVENT_HANDLER_ROUTE = "eventhandler"
@@ -282,9 +284,20 @@ def _entry_route(route: str) -> str:
     return "/".join(segments)
 
 
+def configure_logging(level: str) -> None:
+    """Log to the console at ``level``, never printing a token that travels in a URL.
+
+    The HTTP client libraries stay at WARNING; uvicorn's request lines have their token values
+    blanked by the servers themselves (devstack.servers).
+    """
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
-    logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    configure_logging(arguments.log_level)
     try:
         stack = start_stack(arguments)
     except (StackError, ValueError) as error:  # LocalSettingsError, or a route the host cannot serve

@@ -16,12 +16,15 @@ each other's URLs (the host needs the service's connection string, the service n
 host's event handler URL) can both be created on free ports first and started afterwards.
 Extra keyword arguments go to ``uvicorn.Config`` unchanged (for example ``ws_max_size`` or
 ``access_log=True``). Logging is left to the caller: by default uvicorn does not install its
-own logging configuration, so its records flow to whatever the process configured.
+own logging configuration, so its records flow to whatever the process configured; token values
+in the URLs uvicorn logs are blanked first (see :func:`redact_tokens_in_server_logs`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import socket
 import threading
 from types import TracebackType
@@ -30,7 +33,36 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-__all__ = ["ServerStartError", "ServerThread", "bind_socket"]
+__all__ = ["ServerStartError", "ServerThread", "TokenRedactingFilter", "bind_socket", "redact_tokens_in_server_logs"]
+
+#: The loggers on which uvicorn writes request lines with their query strings.
+UVICORN_REQUEST_LOGGERS = ("uvicorn.error", "uvicorn.access")
+# A query parameter whose name contains "token" (access_token, awps_reconnection_token, ...).
+_TOKEN_PARAMETER = re.compile(r"([?&][^=&#\s\"']*token[^=&#\s\"']*=)[^&#\s\"']+", re.IGNORECASE)
+
+
+class TokenRedactingFilter(logging.Filter):
+    """Blank the values of token query parameters in a log line, keeping the rest of it.
+
+    uvicorn logs every WebSocket handshake with its query on ``uvicorn.error`` (``"WebSocket
+    /client/hubs/chat?access_token=..." [accepted]``, even with the access log off), and Web
+    PubSub clients carry their access token and reconnection token there.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _TOKEN_PARAMETER.sub(r"\1<redacted>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_tokens_in_server_logs() -> None:
+    """Install :class:`TokenRedactingFilter` on uvicorn's request loggers (once; later calls do nothing)."""
+    for name in UVICORN_REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, TokenRedactingFilter) for existing in logger.filters):
+            logger.addFilter(TokenRedactingFilter())
 
 
 class ServerStartError(RuntimeError):
@@ -64,6 +96,7 @@ class ServerThread:
     ) -> None:
         self.name = name
         self.host = host
+        redact_tokens_in_server_logs()
         self._socket = bind_socket(host, port)
         self.port: int = self._socket.getsockname()[1]
         options: dict[str, Any] = {

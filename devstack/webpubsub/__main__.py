@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from ..servers import bind_socket
+from ..servers import bind_socket, redact_tokens_in_server_logs
 from .app import CONNECTIONS_PATH, UPSTREAM_LOG_PATH, LocalWebPubSub, connection_string
 from .identity import IDENTITY_PATH
 from .settings import (
@@ -127,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     # httpx logs every request's full URL at INFO, which would print a ``?code=`` function key.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    redact_tokens_in_server_logs()  # uvicorn logs each client's URL, access token included
     service = LocalWebPubSub(settings)
     sock = bind_socket(arguments.host, arguments.port)
     public_host = _public_host(arguments.host)

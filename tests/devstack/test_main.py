@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import re
@@ -17,10 +18,20 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
-from devstack.__main__ import RunningStack, StackError, describe, main, parse_arguments, start_stack
+from devstack.__main__ import (
+    QUIET_LOGGERS,
+    RunningStack,
+    StackError,
+    configure_logging,
+    describe,
+    main,
+    parse_arguments,
+    start_stack,
+)
 from tests.fakes import EMULATOR_KEY
 
 
@@ -174,3 +185,74 @@ def test_make_run_stays_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
     while not lines.empty():
         remaining.append(lines.get())
     assert remaining[-2:] == ["Stopping the local stack...\n", "Stopped.\n"]
+
+
+RELIABLE = Subprotocol("json.reliable.webpubsub.azure.v1")
+
+
+def negotiate_and_connect(negotiate_url: str) -> list[str]:
+    """What a client does with make run: negotiate, connect, and try a recovery; the secrets it sent."""
+    document = httpx.get(negotiate_url).json()
+    with connect(document["url"], subprotocols=[RELIABLE], open_timeout=10) as client:
+        connected = json.loads(client.recv(timeout=10))
+    recovery = document["url"].split("?", 1)[0] + (
+        f"?awps_connection_id={connected['connectionId']}&awps_reconnection_token={connected['reconnectionToken']}"
+    )
+    with connect(recovery, subprotocols=[RELIABLE], open_timeout=10) as client, pytest.raises(ConnectionClosed):
+        client.recv(timeout=10)  # accepted, then closed with 1008: the connection had ended normally
+    token = document["token"]
+    return [token, token.rsplit(".", 1)[1], connected["reconnectionToken"]]
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_request_urls_carrying_tokens_never_reach_the_log(
+    stack: RunningStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_logging("debug")
+    caplog.set_level(logging.DEBUG)
+    assert stack.service is not None
+    document = httpx.get(stack.url("negotiate"), params={"userId": "alice"}).json()
+    httpx.get(f"{stack.service.endpoint}/client/hubs/chat", params={"access_token": document["token"]})
+    with connect(document["url"], open_timeout=10) as client:
+        client.send("hello")
+    stack.service.upstream_log.wait_for(lambda record: record.event_name == "disconnected", timeout=10)
+    # What the stack logged; the test's own WebSocket client logs its handshake at DEBUG.
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets.client"))
+    assert "/client/hubs/chat" in logged  # the requests were logged, without their tokens
+    assert document["token"].rsplit(".", 1)[1] not in logged
+    assert "access_token=<redacted>" in logged
+
+
+def test_make_run_prints_no_token_while_clients_negotiate_and_connect(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "devstack", *arguments(tmp_path / "local.settings.json")]
+    lines: queue.Queue[str] = queue.Queue()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        reader = threading.Thread(target=copy_lines, args=(process, lines), daemon=True)
+        reader.start()
+        try:
+            seen = [lines.get(timeout=60)]
+            while "Press Ctrl+C to stop." not in seen[-1]:
+                seen.append(lines.get(timeout=60))
+            negotiate = re.search(r"Negotiate:\s+(\S+)", "".join(seen))
+            assert negotiate is not None, seen
+            secrets = negotiate_and_connect(negotiate.group(1))
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+        reader.join(10)
+    while not lines.empty():
+        seen.append(lines.get())
+    console = "".join(seen)
+    assert "WebSocket /client/hubs/chat?access_token=<redacted>" in console  # the connection was logged
+    for secret in secrets:
+        assert secret not in console

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from devstack.servers import ServerStartError, ServerThread
+from devstack.servers import ServerStartError, ServerThread, TokenRedactingFilter
 
 
 def greeting_app(text: str) -> Starlette:
@@ -68,3 +69,20 @@ def test_a_port_in_use_is_refused_at_construction() -> None:
         occupied.listen()
         with pytest.raises(OSError, match="in use"):
             ServerThread(greeting_app("x"), port=occupied.getsockname()[1])
+
+
+def test_token_values_in_logged_urls_are_blanked_and_the_rest_kept() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5000", "/client/hubs/chat?awps_connection_id=c1&awps_reconnection_token=r.t%3D&access_token=a.b.c"),
+        None,
+    )
+    assert TokenRedactingFilter().filter(record)
+    assert record.getMessage() == (
+        '127.0.0.1:5000 - "WebSocket /client/hubs/chat?awps_connection_id=c1'
+        '&awps_reconnection_token=<redacted>&access_token=<redacted>" [accepted]'
+    )
