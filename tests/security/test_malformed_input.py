@@ -1,4 +1,5 @@
-"""Oversized and garbled input on every route answers 4xx (or the route's normal answer), never a 5xx.
+"""Oversized and garbled input on every route answers 4xx (or the route's normal answer), never a 5xx;
+oversized bodies are refused by their size, with the limit named.
 
 The routes come from the app's own function list, so a route added later is covered here without
 editing this file. Requests travel over real HTTP through the local Functions host.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ import pytest
 import function_app
 from devstack.host import http_functions
 from devstack.webpubsub import RunningWebPubSub
+from shared.config import reset_settings
 from tests.apphost import ServedApp
 from tests.security.conftest import SERVICE_KEY, error_code
 
@@ -138,3 +141,39 @@ def test_deeply_nested_event_body_is_400(app: ServedApp, service: RunningWebPubS
     response = app.client.post("eventhandler", headers=signed_event(event_type, "application/json"), content=DEEP_JSON)
     assert response.status_code == 400
     assert error_code(response) == "invalid_json"
+
+
+# Oversized bodies: refused by size, before any parsing, with the limit named.
+
+
+def test_an_oversized_negotiate_body_is_refused_by_size(app: ServedApp, service: RunningWebPubSub) -> None:
+    body = b'{"groups": ["chat"], "padding": "' + b"x" * 17_000 + b'"}'  # valid JSON, over 16 KB
+    response = app.client.post(
+        "negotiate", params={"userId": "a"}, headers={"Content-Type": "application/json"}, content=body
+    )
+    assert 400 <= response.status_code < 500
+    assert error_code(response) in {"body_too_large", "payload_too_large"}
+    assert "token" not in response.json()
+
+
+@pytest.mark.parametrize(
+    ("event_type", "content_type", "filler"),
+    [
+        ("azure.webpubsub.user.message", "text/plain", b"x"),
+        ("azure.webpubsub.user.message", "application/octet-stream", b"\x00"),
+        ("azure.webpubsub.sys.connect", "application/json", b" "),
+    ],
+)
+def test_an_oversized_signed_event_is_413_naming_the_setting(
+    app: ServedApp, service: RunningWebPubSub, event_type: str, content_type: str, filler: bytes
+) -> None:
+    """One byte over EVENTHANDLER_MAX_BODY_BYTES (default 1 MiB); the same body at the limit is accepted."""
+    os.environ["EVENTHANDLER_MAX_BODY_BYTES"] = "4096"  # tests/conftest.py restores the environment
+    reset_settings()
+    headers = signed_event(event_type, content_type)
+    at_limit = b"{}" + filler * 4094 if content_type == "application/json" else filler * 4096
+    assert app.client.post("eventhandler", headers=headers, content=at_limit).status_code < 300
+    response = app.client.post("eventhandler", headers=headers, content=at_limit + filler)
+    assert response.status_code == 413
+    assert error_code(response) == "payload_too_large"
+    assert "EVENTHANDLER_MAX_BODY_BYTES" in response.json()["error"]["message"]
