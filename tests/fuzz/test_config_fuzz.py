@@ -9,10 +9,11 @@ from __future__ import annotations
 import string
 from urllib.parse import urlsplit
 
-from hypothesis import event, given, settings, strategies as st
+from hypothesis import event, given, strategies as st
 
 from shared.config import APP_SERVICE_AUTH_FLAG, SETTING_NAMES, CredentialMode, Settings, load_settings
 from shared.errors import ConfigError
+from tests.fuzz.conftest import generated_inputs
 
 EXAMPLES = 3000
 
@@ -121,7 +122,7 @@ def check_settings(loaded: Settings) -> None:
     assert loaded.allowed_origins[0] == loaded.service_host
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@generated_inputs(EXAMPLES)
 @given(
     environ=environments,
     connection=st.none() | connection_strings(),

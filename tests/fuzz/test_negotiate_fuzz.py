@@ -12,13 +12,14 @@ import json
 from typing import Any
 
 import jwt
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, strategies as st
 
 import function_app
 from shared.policy import roles_for
 from shared.runtime import Runtime, use_runtime
 from tests.conftest import http_request, local_settings
 from tests.fakes import EMULATOR_KEY
+from tests.fuzz.conftest import generated_inputs
 
 EXAMPLES = 4000
 POLICY = ("chat", "news")
@@ -61,7 +62,7 @@ content_types = st.sampled_from(
 RUNTIME = Runtime(local_settings(NEGOTIATE_GROUPS=",".join(POLICY)))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@generated_inputs(EXAMPLES, suppress_health_check=[HealthCheck.too_slow])
 @given(
     method=st.sampled_from(["GET", "POST"]),
     query=query_pairs,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 
-from hypothesis import event, given, settings, strategies as st
+from hypothesis import event, given, strategies as st
 
 from shared.errors import AppError
 from shared.events import EventHandlers
@@ -26,6 +26,7 @@ from shared.runtime import Runtime
 from shared.web import Request
 from tests.conftest import local_settings
 from tests.fakes import EMULATOR_KEY
+from tests.fuzz.conftest import generated_inputs
 
 PARSER_EXAMPLES = 2000
 DISPATCH_EXAMPLES = 2000
@@ -87,7 +88,7 @@ states = st.one_of(
 )
 
 
-@settings(max_examples=PARSER_EXAMPLES, deadline=None)
+@generated_inputs(PARSER_EXAMPLES)
 @given(
     headers=st.dictionaries(
         st.sampled_from(
@@ -152,7 +153,7 @@ def signed_request(event_type: str, connection_id: str, content_type: str, body:
 dispatcher = Runtime(local_settings(NEGOTIATE_GROUPS="chat,news"), registry=EventHandlers()).events
 
 
-@settings(max_examples=DISPATCH_EXAMPLES, deadline=None)
+@generated_inputs(DISPATCH_EXAMPLES)
 @given(
     event_type=st.sampled_from(EVENT_TYPES) | st.text(max_size=40).map("azure.webpubsub.user.".__add__),
     connection_id=st.text(st.characters(codec="latin-1", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=40)
