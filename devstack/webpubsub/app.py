@@ -20,6 +20,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
+from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+from wsproto import events
 
 from ..servers import ServerThread
 from .client_endpoint import ClientEndpoint
@@ -37,6 +39,26 @@ UPSTREAM_LOG_PATH = "/_devstack/upstream-log"
 CONNECTIONS_PATH = "/_devstack/connections"
 
 _T = TypeVar("_T")
+
+
+class ClientWebSocketProtocol(WSProtocol):
+    """uvicorn's wsproto protocol, telling a lost connection (1006) from a close frame without a code (1005).
+
+    uvicorn reports both as 1005. The service must tell them apart: a browser's ``close()`` sends
+    the second and ends a reliable connection for good, while a lost network leaves it recoverable.
+    """
+
+    _close_frame_received = False
+
+    def handle_close(self, event: events.CloseConnection) -> None:
+        self._close_frame_received = True
+        super().handle_close(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshake_complete and not self._close_frame_received:
+            # The app reads this one first; the 1005 uvicorn queues after it is never read.
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        super().connection_lost(exc)
 
 
 def connection_string(endpoint: str, access_key: str) -> str:
@@ -75,7 +97,7 @@ class LocalWebPubSub:
         wsproto, not uvicorn's default: its websockets-sansio protocol answers a refused handshake
         correctly but then logs a spurious "returned without completing handshake" error.
         """
-        return {"ws_max_size": MAX_FRAME_BYTES, "ws": "wsproto"}
+        return {"ws_max_size": MAX_FRAME_BYTES, "ws": ClientWebSocketProtocol}
 
     def run_in_thread(
         self, *, host: str = "127.0.0.1", port: int = 0, public_host: str | None = None, **uvicorn_options: Any
