@@ -240,7 +240,7 @@ def test_keyvault_mode_with_rotation_and_failures(
     app: ServedApp, service: RunningWebPubSub, capture: Capture, secrets: set[str]
 ) -> None:
     stored = f"Endpoint={service.endpoint};AccessKey={VAULT_PRIMARY};Version=1.0;"
-    secrets.add(stored)
+    secrets.update({stored, FakeCredential().get_token().token})  # and the identity token sent to the vault
     vault = FakeKeyVault({"webpubsub-access-key": stored})
     keyvault_runtime(vault, service.endpoint)
     negotiate_token(app, secrets, params={"userId": "alice"})
