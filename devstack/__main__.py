@@ -188,17 +188,28 @@ class _ServicePlan:
     access_key: str
     public_host: str
     app_endpoint: str | None  # the endpoint of the app's connection string, if it has one
+    entra_endpoint: str | None = None  # WEBPUBSUB_ENDPOINT in entra mode: the app's identity is served locally
+
+
+#: What entra mode needs with the local service, which signs events with its own key and sends no bearer token.
+ENTRA_EVENT_AUTH_HINT = (
+    "With WEBPUBSUB_CREDENTIAL=entra and the local Web PubSub service, set EVENTHANDLER_AUTH=none: "
+    "the local service signs events with its own key, which the app does not hold, and sends no bearer token."
+)
 
 
 def _plan_service(requested_port: int | None, out: Printer) -> _ServicePlan | None:
     """Where the local service must listen and which key it signs with, from the app's own settings."""
-    from shared.config import CredentialMode, is_loopback_host, load_settings
+    from shared.config import CredentialMode, EventAuth, is_loopback_host, load_settings
     from shared.errors import ConfigError
 
     try:
         settings = load_settings(os.environ)
     except ConfigError as error:
         out(f"Warning: the app's settings are invalid ({error}); its functions fail until that is fixed.")
+        about_event_auth = error.setting.startswith(("EVENTHANDLER_AUTH", "EVENTHANDLER_BEARER"))
+        if about_event_auth and _configured_credential() == CredentialMode.ENTRA.value:
+            out(ENTRA_EVENT_AUTH_HINT)
         return _ServicePlan(
             requested_port if requested_port is not None else DEFAULT_WEBPUBSUB_PORT,
             DEFAULT_ACCESS_KEY,
@@ -211,6 +222,13 @@ def _plan_service(requested_port: int | None, out: Printer) -> _ServicePlan | No
         out(f"The app uses the Web PubSub service at {settings.endpoint}; the local service is not started.")
         return None
     port = requested_port if requested_port is not None else (endpoint.port or DEFAULT_WEBPUBSUB_PORT)
+    if settings.credential is CredentialMode.ENTRA:
+        if settings.event_auth is not EventAuth.NONE:
+            out(
+                f"Warning: events will be refused (EVENTHANDLER_AUTH={settings.event_auth.value}). "
+                + ENTRA_EVENT_AUTH_HINT
+            )
+        return _ServicePlan(port, DEFAULT_ACCESS_KEY, hostname, None, entra_endpoint=settings.endpoint)
     if settings.credential is not CredentialMode.CONNECTION_STRING or settings.access_key is None:
         out(
             f"Note: WEBPUBSUB_CREDENTIAL={settings.credential.value}; the local service signs with the emulator's "
@@ -239,7 +257,24 @@ def _start_service(arguments: argparse.Namespace, event_handler_url: str, out: P
         # The developer chose another port: point the app at it for this run only.
         os.environ["WEBPUBSUB_CONNECTION_STRING"] = running.connection_string
         out(f"WEBPUBSUB_CONNECTION_STRING now points to {running.endpoint} for this run.")
+    if plan.entra_endpoint is not None:
+        _serve_identity_locally(running, plan.entra_endpoint, out)
     return running
+
+
+def _configured_credential() -> str:
+    return (os.environ.get("WEBPUBSUB_CREDENTIAL") or "").strip().lower()
+
+
+def _serve_identity_locally(running: RunningWebPubSub, app_endpoint: str, out: Printer) -> None:
+    """Entra mode: the app's managed identity gets its tokens from the local service, which accepts them."""
+    if app_endpoint != running.endpoint:
+        os.environ["WEBPUBSUB_ENDPOINT"] = running.endpoint
+        out(f"WEBPUBSUB_ENDPOINT now points to {running.endpoint} for this run.")
+    identity = running.identity_environment()
+    for name in apply_values(identity, os.environ):
+        out(f"Note: {name} is already set in the environment; the app's identity may not use the local service.")
+    out(f"WEBPUBSUB_CREDENTIAL=entra: the app's managed identity gets its tokens from {identity['IDENTITY_ENDPOINT']}.")
 
 
 def describe(stack: RunningStack) -> str:

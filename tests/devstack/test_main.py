@@ -256,3 +256,52 @@ def test_make_run_prints_no_token_while_clients_negotiate_and_connect(tmp_path: 
     assert "WebSocket /client/hubs/chat?access_token=<redacted>" in console  # the connection was logged
     for secret in secrets:
         assert secret not in console
+
+
+def entra_settings(folder: Path, **values: str) -> Path:
+    """The example's settings in entra mode: an endpoint and no connection string."""
+    document = json.loads(Path("local.settings.json.example").read_text())
+    del document["Values"]["WEBPUBSUB_CONNECTION_STRING"]
+    document["Values"].update(WEBPUBSUB_CREDENTIAL="entra", WEBPUBSUB_ENDPOINT="http://localhost:8080", **values)
+    path = folder / "local.settings.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_entra_mode_runs_end_to_end_with_the_local_identity(tmp_path: Path, printed: list[str]) -> None:
+    settings = entra_settings(tmp_path, EVENTHANDLER_AUTH="none")
+    running = start_stack(parse_arguments(arguments(settings)), out=printed.append)
+    try:
+        assert running.service is not None
+        assert os.environ["WEBPUBSUB_ENDPOINT"] == running.service.endpoint  # the free port of this run
+        response = httpx.get(running.url("negotiate"), params={"userId": "alice"})
+        assert response.status_code == 200, response.text  # the token came from generateToken
+        with connect(response.json()["url"], subprotocols=[Subprotocol("json.webpubsub.azure.v1")]) as client:
+            assert json.loads(client.recv(timeout=10))["userId"] == "alice"
+        connect_event = running.service.upstream_log.wait_for(lambda record: record.event_name == "connect")
+        assert (connect_event.outcome, connect_event.status) == ("delivered", 200)
+        health = httpx.get(running.url("health")).json()
+        assert health["checks"]["credential"]["status"] == "healthy", health
+    finally:
+        running.stop()
+    assert any("managed identity gets its tokens from" in line for line in printed)
+
+
+BEARER = {
+    "EVENTHANDLER_AUTH": "bearer",
+    "EVENTHANDLER_BEARER_ISSUER": "https://login.microsoftonline.com/tenant/v2.0",
+    "EVENTHANDLER_BEARER_AUDIENCE": "api://x",
+}
+
+
+@pytest.mark.parametrize(
+    "event_auth",
+    [{}, {"EVENTHANDLER_AUTH": "bearer"}, BEARER],
+    ids=["not set", "bearer, incomplete", "bearer, which the local service never sends"],
+)
+def test_entra_mode_names_the_event_handler_setting_it_needs(
+    tmp_path: Path, printed: list[str], event_auth: dict[str, str]
+) -> None:
+    running = start_stack(parse_arguments(arguments(entra_settings(tmp_path, **event_auth))), out=printed.append)
+    running.stop()
+    assert any("set EVENTHANDLER_AUTH=none" in line for line in printed), printed
