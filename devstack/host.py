@@ -18,9 +18,9 @@ optional trailing slash, literal segments before parameters before catch-alls. A
 levels are not enforced, as Core Tools does not enforce them locally. A function that raises
 gets a 500 with an empty body, as from the real host, and its traceback goes to the log.
 
-``local.settings.json`` is read as Core Tools reads it (see :func:`read_local_settings` and
-:func:`apply_values`); the launcher in ``devstack/__main__.py`` applies it before the app's
-settings are first read.
+``local.settings.json`` is read as Core Tools reads it by ``shared.local_settings`` (the one
+reader, shared with the diagnostics command, re-exported here); the launcher in
+``devstack/__main__.py`` applies it before the app's settings are first read.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import logging
 import re
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
@@ -49,6 +49,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
+
+from shared.local_settings import (
+    DEFAULT_PORT,
+    CorsSettings,
+    LocalSettings,
+    LocalSettingsError,
+    apply_values,
+    read_local_settings,
+)
 
 __all__ = [
     "DEFAULT_PORT",
@@ -69,87 +78,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 7071
 DEFAULT_ROUTE_PREFIX = "api"
 #: The request body limit Core Tools gives its web server (the real host's default).
 MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
-class LocalSettingsError(ValueError):
-    """local.settings.json or host.json cannot be used; the message names the file and the problem."""
-
-
-# --- local.settings.json and host.json ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CorsSettings:
-    """``Host.CORS`` and ``Host.CORSCredentials``: which browser origins may call the host."""
-
-    origins: tuple[str, ...]
-    credentials: bool = False
-
-    def __post_init__(self) -> None:
-        if "*" in self.origins and self.credentials:
-            # ASP.NET Core refuses this combination too: the CORS protocol forbids it.
-            raise LocalSettingsError("Host.CORS '*' cannot be combined with Host.CORSCredentials true")
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    """What Core Tools takes from local.settings.json: app settings, port and CORS."""
-
-    values: Mapping[str, str] = field(default_factory=dict)
-    port: int = DEFAULT_PORT
-    cors: CorsSettings | None = None
-
-
-def read_local_settings(path: Path) -> LocalSettings:
-    """Read local.settings.json like Core Tools: a missing file means no settings at all.
-
-    Section and ``Host`` property names match case-insensitively; numbers and booleans among
-    ``Values`` become strings as .NET's JSON reader renders them (``7``, ``True``) and null
-    values are skipped. An encrypted file cannot be read without the machine's key.
-    """
-    if not path.exists():
-        return LocalSettings()
-    try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise LocalSettingsError(f"{path} cannot be read: {error}") from None
-    except json.JSONDecodeError as error:
-        raise LocalSettingsError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno})") from None
-    if not isinstance(document, dict):
-        raise LocalSettingsError(f"{path} must hold a JSON object")
-    sections = _case_insensitive(document)
-    if sections.get("isencrypted") is True:
-        raise LocalSettingsError(f"{path} is encrypted; decrypt it first with `func settings decrypt`")
-    values = _values(path, sections.get("values") or {})
-    host = sections.get("host") or {}
-    if not isinstance(host, dict):
-        raise LocalSettingsError(f"{path}: Host must be a JSON object")
-    host_settings = _case_insensitive(host)
-    port = _port(path, host_settings.get("localhttpport"))
-    origins = _origins(path, host_settings.get("cors"))
-    credentials = _flag(path, "Host.CORSCredentials", host_settings.get("corscredentials"))
-    return LocalSettings(values, port, CorsSettings(origins, credentials) if origins else None)
-
-
-def apply_values(values: Mapping[str, str], environ: MutableMapping[str, str]) -> list[str]:
-    """Put ``Values`` into the environment with Core Tools' precedence; return the names skipped.
-
-    A variable already set to a non-empty value wins over local.settings.json (Core Tools prints
-    "Skipping '<name>' from local settings as it's already defined in current environment
-    variables"), so ``NAME=value make run`` overrides the file for one run.
-    """
-    skipped = []
-    for name, value in values.items():
-        if environ.get(name):
-            skipped.append(name)
-        else:
-            environ[name] = value
-    return skipped
+# --- host.json ------------------------------------------------------------------------------------
 
 
 def read_route_prefix(host_json: Path) -> str:
@@ -169,50 +104,6 @@ def read_route_prefix(host_json: Path) -> str:
 
 def _case_insensitive(section: Any) -> dict[str, Any]:
     return {str(key).lower(): value for key, value in section.items()} if isinstance(section, dict) else {}
-
-
-def _values(path: Path, raw: Any) -> dict[str, str]:
-    if not isinstance(raw, dict):
-        raise LocalSettingsError(f"{path}: Values must be a JSON object of setting names and strings")
-    values: dict[str, str] = {}
-    for name, value in raw.items():
-        if not name or value is None:
-            continue
-        if isinstance(value, bool):
-            values[name] = str(value)
-        elif isinstance(value, str | int | float):
-            values[name] = value if isinstance(value, str) else json.dumps(value)
-        else:
-            raise LocalSettingsError(f"{path}: Values.{name} must be a string, not a JSON {type(value).__name__}")
-    return values
-
-
-def _port(path: Path, raw: Any) -> int:
-    if raw is None or raw == 0:
-        return DEFAULT_PORT
-    try:
-        port = int(raw)
-    except (TypeError, ValueError):
-        raise LocalSettingsError(f"{path}: Host.LocalHttpPort must be a port number") from None
-    if not 0 < port < 65536 or isinstance(raw, bool):
-        raise LocalSettingsError(f"{path}: Host.LocalHttpPort must be between 1 and 65535")
-    return port
-
-
-def _origins(path: Path, raw: Any) -> tuple[str, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, str):
-        raise LocalSettingsError(f"{path}: Host.CORS must be a comma-separated string of origins")
-    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
-
-
-def _flag(path: Path, name: str, raw: Any) -> bool:
-    if raw is None or isinstance(raw, bool):
-        return bool(raw)
-    if isinstance(raw, str) and raw.strip().lower() in {"true", "false"}:
-        return raw.strip().lower() == "true"
-    raise LocalSettingsError(f"{path}: {name} must be true or false")
 
 
 # --- the app's function list --------------------------------------------------------------------

@@ -11,7 +11,6 @@ and `handler` still get the endpoint, hub and key they need from the parts that 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,11 @@ from shared.config import (
 from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, run_with_deadline
 from shared.doctor.report import Check, fingerprint, ok, warn
 from shared.errors import ConfigError, DependencyUnavailable
+from shared.local_settings import (
+    LocalSettingsError as LocalSettingsError,  # the doctor's callers catch it here
+    apply_values,
+    read_local_settings as read_local_settings_file,
+)
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -56,41 +60,9 @@ class Overrides:
     hub: str | None = None
 
 
-class LocalSettingsError(ValueError):
-    """local.settings.json exists but cannot be used; the message never repeats its values."""
-
-
 def read_local_settings(path: Path) -> dict[str, str]:
-    """The `Values` of a local.settings.json file, as the strings the host would put in the environment."""
-    try:
-        document: Any = json.loads(path.read_text(encoding="utf-8-sig"))
-    except OSError as error:
-        raise LocalSettingsError(f"{path.name} cannot be read ({error.strerror or type(error).__name__})") from None
-    except ValueError as error:
-        line = getattr(error, "lineno", None)
-        where = f" (line {line})" if line else ""
-        raise LocalSettingsError(f"{path.name} is not valid JSON{where}") from None
-    if not isinstance(document, dict):
-        raise LocalSettingsError(f'{path.name} must hold a JSON object with "Values"')
-    if document.get("IsEncrypted") is True:
-        raise LocalSettingsError(
-            f"{path.name} is encrypted (IsEncrypted: true); decrypt it with `func settings decrypt` "
-            "or set the values in the environment"
-        )
-    values = document.get("Values", {})
-    if not isinstance(values, dict):
-        raise LocalSettingsError(f'"Values" in {path.name} must be a JSON object')
-    found: dict[str, str] = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            found[name] = "true" if value else "false"
-        elif isinstance(value, str | int | float):
-            found[name] = str(value)
-        else:
-            raise LocalSettingsError(f'"Values.{name}" in {path.name} must be a string')
-    return found
+    """The `Values` of a local.settings.json file, as the strings Core Tools would put in the environment."""
+    return dict(read_local_settings_file(path).values)
 
 
 @dataclass(frozen=True)
@@ -178,12 +150,13 @@ def collect_settings(environ: Mapping[str, str], cwd: Path, overrides: Overrides
             file_values = read_local_settings(path)
         except LocalSettingsError as error:
             problem = str(error)
-    merged = {**file_values, **environ}
+    merged = dict(environ)
+    skipped = apply_values(file_values, merged)  # a non-empty environment variable wins, as under Core Tools
     changed = apply_overrides(merged, overrides or Overrides())
     return SettingsSource(
         environ=merged,
         file=found_file,
-        from_file=frozenset(name for name in file_values if name not in environ),
+        from_file=frozenset(name for name in file_values if name not in skipped),
         file_problem=problem,
         overridden=changed,
     )

@@ -19,9 +19,6 @@ import pytest
 
 import function_app
 from devstack.host import (
-    CorsSettings,
-    LocalSettings,
-    LocalSettingsError,
     apply_values,
     build_host,
     http_functions,
@@ -418,60 +415,6 @@ def test_without_cors_settings_no_origin_is_allowed(tmp_path: Path) -> None:
         response = httpx.get(server.base_url + "/api/echo", headers={"Origin": "http://localhost:5173"})
         assert response.status_code == 200
         assert "access-control-allow-origin" not in response.headers
-
-
-# --- local.settings.json -------------------------------------------------------------------------
-
-
-def test_local_settings_are_read_as_core_tools_reads_them(tmp_path: Path) -> None:
-    document = {
-        "IsEncrypted": False,
-        "values": {"TEXT": "x", "NUMBER": 7, "FLAG": True, "NOTHING": None, "EMPTY": ""},
-        "Host": {"localHttpPort": 7072, "cors": "http://a.example,,http://b.example/", "CORSCredentials": "true"},
-    }
-    settings = read_local_settings(write_settings(tmp_path / "local.settings.json", document))
-    assert settings.values == {"TEXT": "x", "NUMBER": "7", "FLAG": "True", "EMPTY": ""}
-    assert settings.port == 7072
-    assert settings.cors == CorsSettings(("http://a.example", "http://b.example"), credentials=True)
-
-
-def test_a_missing_local_settings_file_means_defaults(tmp_path: Path) -> None:
-    assert read_local_settings(tmp_path / "absent.json") == LocalSettings({}, 7071, None)
-
-
-def test_the_example_settings_are_readable() -> None:
-    settings = read_local_settings(Path("local.settings.json.example"))
-    assert settings.values["NEGOTIATE_AUTH"] == "anonymous"
-    assert settings.port == 7071
-    assert settings.cors == CorsSettings(("http://localhost:5173",))
-
-
-@pytest.mark.parametrize(
-    ("document", "problem"),
-    [
-        ("{not json", "not valid JSON"),
-        ([], "must hold a JSON object"),
-        ({"IsEncrypted": True, "Values": {}}, "encrypted"),
-        ({"Values": {"NESTED": {"a": 1}}}, "Values.NESTED must be a string"),
-        ({"Host": {"LocalHttpPort": "seventy"}}, "LocalHttpPort must be a port number"),
-        ({"Host": {"LocalHttpPort": 70000}}, "between 1 and 65535"),
-        ({"Host": {"CORS": "*", "CORSCredentials": True}}, "cannot be combined"),
-        ({"Host": {"CORSCredentials": "maybe"}}, "CORSCredentials must be true or false"),
-    ],
-)
-def test_unusable_local_settings_are_refused_clearly(tmp_path: Path, document: object, problem: str) -> None:
-    path = tmp_path / "local.settings.json"
-    path.write_text(document if isinstance(document, str) else json.dumps(document), encoding="utf-8")
-    with pytest.raises(LocalSettingsError, match=problem) as refused:
-        read_local_settings(path)
-    assert str(path) in str(refused.value) or problem == "cannot be combined"
-
-
-def test_environment_variables_win_over_local_settings() -> None:
-    environ = {"ALREADY": "from the environment", "BLANK": ""}
-    skipped = apply_values({"ALREADY": "from the file", "BLANK": "filled", "NEW": "new", "EMPTY": ""}, environ)
-    assert skipped == ["ALREADY"]
-    assert environ == {"ALREADY": "from the environment", "BLANK": "filled", "NEW": "new", "EMPTY": ""}
 
 
 # --- the real app through the host ---------------------------------------------------------------
