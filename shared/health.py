@@ -7,10 +7,12 @@ One probe round checks every dependency the active settings use, concurrently:
     webpubsub      always           HEAD {endpoint}/api/health answers 2xx       unhealthy
     credential     connectionstring the access key parses                        unhealthy
                    keyvault         the secret can be read from Key Vault now    degraded*
-                   entra            the identity gets a token for Web PubSub     unhealthy
+                   entra            the identity gets a token for Web PubSub**   unhealthy
     keyvault       keyvault         the vault answers HTTP at all                degraded*
 
     * degraded while a key read earlier is cached (tokens are still signed), else unhealthy.
+    ** with a DefaultAzureCredential of its own: same identity, but one attempt and the probe's
+       timeout per request (the app's credential retries for minutes against a silent endpoint).
 
 Every check is required: 200 means all of them passed. `degraded` means some requests still work
 (tokens are signed with the key cached before Key Vault failed); `unhealthy` means they cannot.
@@ -23,6 +25,9 @@ waiting at the deadline. A probe that ignores its timeout keeps its thread, and 
 for that same probe instead of starting another, so hung dependencies never pile up threads. Reports
 are cached for `HEALTH_CACHE_SECONDS`, and concurrent requests share one round in flight.
 
+The body is for anyone who asks (the route is anonymous): details name settings, hosts and reasons,
+never a key, token, connection string or the value of a setting.
+
 Importing this module loads no SDK; probes import what they need when they run.
 """
 
@@ -31,12 +36,13 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from shared import __version__
@@ -222,13 +228,39 @@ def probe_access_key(source: TokenSource, timeout: float) -> str:
     return "the access key parses; tokens are signed locally"
 
 
+def identity_probe_credential(client_id: str | None, timeout: float) -> TokenCredential:
+    """The app's identity as DefaultAzureCredential finds it, built to answer within `timeout`.
+
+    The app's own credential keeps azure-identity's defaults: against a managed-identity endpoint that
+    accepts the connection and never answers, one get_token takes minutes (long read timeouts, then
+    retries with back-off), and per-call options do not reach its HTTP requests. This one is built
+    with the same identity (`AZURE_CLIENT_ID`) and the SDK's own options: no retries, `timeout` per
+    connection and per read, and per developer tool (az, azd, pwsh) when run locally.
+    """
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(
+        managed_identity_client_id=client_id,
+        retry_total=0,
+        connection_timeout=timeout,
+        read_timeout=timeout,
+        process_timeout=timeout,
+    )
+
+
 def probe_identity(credential: Callable[[], TokenCredential], timeout: float) -> str:
     from azure.core.exceptions import ClientAuthenticationError
 
     try:
         credential().get_token(WEBPUBSUB_SCOPE)
     except ClientAuthenticationError as error:
-        raise ProbeFailed(f"the app's identity could not get a token: {describe_azure_error(error)}") from None
+        detail = describe_azure_error(error)
+        # DefaultAzureCredential says what each credential of its chain answered, one per line;
+        # in Azure the managed identity's line is the reason.
+        managed = next((line.strip() for line in str(error).splitlines() if "ManagedIdentityCredential:" in line), "")
+        if managed:
+            detail += f" {managed[:200]}"
+        raise ProbeFailed(f"the app's identity could not get a token: {detail}") from None
     return f"the app's identity got a token for {WEBPUBSUB_SCOPE}"
 
 
@@ -242,8 +274,11 @@ def _keyvault_failure(source: Callable[[], TokenSource], detail: str) -> tuple[S
     return Status.UNHEALTHY, f"{detail}; no key is cached, so negotiate fails"
 
 
-def build_checks(runtime: Runtime, http: HttpProbe) -> tuple[Check, ...]:
-    """The checks the runtime's settings call for (configuration is checked before any of them)."""
+def build_checks(runtime: Runtime, http: HttpProbe, identity: TokenCredential | None = None) -> tuple[Check, ...]:
+    """The checks the runtime's settings call for (configuration is checked before any of them).
+
+    `identity` replaces the credential the entra probe builds for itself (see identity_probe_credential).
+    """
     settings = runtime.settings
 
     def token_source() -> TokenSource:
@@ -251,7 +286,13 @@ def build_checks(runtime: Runtime, http: HttpProbe) -> tuple[Check, ...]:
 
     checks = [Check("webpubsub", partial(probe_service, http, settings.endpoint))]
     if settings.credential is CredentialMode.ENTRA:
-        checks.append(Check("credential", partial(probe_identity, runtime.credential)))
+        timeout = settings.health_deadline_seconds * PROBE_TIMEOUT_SHARE
+        provider: Callable[[], TokenCredential] = (
+            (lambda: identity)
+            if identity is not None
+            else cache(partial(identity_probe_credential, settings.client_id, timeout))
+        )
+        checks.append(Check("credential", partial(probe_identity, provider)))
     elif settings.credential is CredentialMode.KEY_VAULT:
         assert settings.keyvault_uri is not None  # guaranteed by load_settings
         assert settings.key_secret_name is not None
@@ -292,18 +333,22 @@ def _run_check(check: Check, timeout: float) -> _Outcome:
 
 
 class HealthMonitor:
-    """Probe rounds for one runtime: cached, single-flight, bounded by the deadline, never raising."""
+    """Probe rounds for one runtime: cached, single-flight, bounded by the deadline, never raising.
+
+    `http` and `identity` replace the HTTP client and the entra probe's credential (tests).
+    """
 
     def __init__(
         self,
         runtime: Runtime,
         *,
         http: HttpProbe | None = None,
+        identity: TokenCredential | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.runtime = runtime
         self._settings: Settings = runtime.settings
-        self._checks = build_checks(runtime, http or HttpProbe())
+        self._checks = build_checks(runtime, http or HttpProbe(), identity)
         # One worker per check is enough: a check never has two probes running (see _start).
         self._executor = ThreadPoolExecutor(max_workers=len(self._checks), thread_name_prefix="health-probe")
         self._clock = clock
@@ -352,9 +397,9 @@ class HealthMonitor:
             failed = CheckResult(Status.UNHEALTHY, 0, "the health round failed; see the log")
             return HealthReport(status=Status.UNHEALTHY, checks={"health": failed})
 
-    def close(self) -> None:
-        """Stop taking probes; a probe still running finishes in the background."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def close(self, *, wait: bool = False) -> None:
+        """Stop taking probes; a probe still running finishes in the background, or first with `wait`."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)
 
     def _start(self, check: Check, timeout: float) -> _Running:
         """A new probe, or the one a previous round gave up on if it is still running."""
@@ -424,9 +469,19 @@ def _milliseconds(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
+# Where config.py quotes the rejected value ("must be one of a, b, not 'x'"), always last.
+_QUOTED_VALUE = re.compile(r", not .*\Z", re.DOTALL)
+
+
 def configuration_failed(error: ConfigError, duration_ms: int = 0) -> HealthReport:
-    """Without valid settings nothing else can be probed: the report names the setting to fix."""
-    result = CheckResult(Status.UNHEALTHY, duration_ms, error.log_message)
+    """Without valid settings nothing else can be probed: the report names the setting to fix.
+
+    The setting and the rule, not the value: anyone can read this, and a value in the wrong setting
+    may be a secret. The log (config.py logs the error once) quotes it for the operator.
+    """
+    reason, hidden = _QUOTED_VALUE.subn("", error.reason)
+    detail = f"{error.setting}: {reason}" + (" (the value is quoted in the app's log)" if hidden else "")
+    result = CheckResult(Status.UNHEALTHY, duration_ms, detail)
     return HealthReport(status=Status.UNHEALTHY, checks={"configuration": result})
 
 
@@ -443,6 +498,18 @@ def monitor_for(runtime: Runtime) -> HealthMonitor:
                 _monitor.close()
             _monitor = HealthMonitor(runtime)
         return _monitor
+
+
+def reset_monitor() -> None:
+    """End the process's monitor and wait for its probe threads to finish (tests, between cases).
+
+    The next report builds a new monitor from the current runtime, with an empty cache.
+    """
+    global _monitor
+    with _lock:
+        monitor, _monitor = _monitor, None
+    if monitor is not None:
+        monitor.close(wait=True)
 
 
 def current_report() -> HealthReport:

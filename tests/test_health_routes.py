@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 
@@ -10,8 +11,14 @@ import pytest
 
 import function_app
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub
-from shared import __version__
+from shared import __version__, health
 from tests.conftest import http_request
+
+
+@pytest.fixture(autouse=True)
+def _no_process_monitor_left() -> Iterator[None]:
+    yield
+    health.reset_monitor()
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +74,36 @@ def test_health_with_invalid_settings_is_503_naming_the_setting() -> None:
     payload = json.loads(response.get_body())
     assert payload["status"] == "unhealthy"
     assert "WEBPUBSUB_CREDENTIAL" in payload["checks"]["configuration"]["detail"]
+
+
+# Values short enough that the log quotes them (typos are shown there), but secret-looking.
+SECRET_LOOKING = "pw=Sup3r-S3cret!"
+
+
+@pytest.mark.parametrize(
+    ("setting", "rule"),
+    [
+        ("WEBPUBSUB_CREDENTIAL", "must be one of connectionstring, keyvault, entra"),
+        ("HEALTH_CACHE_SECONDS", "must be a number from 0 to 300"),
+        ("TOKEN_LIFETIME_MINUTES", "must be a whole number"),
+        ("CLIENT_PAGE_ENABLED", "must be true or false"),
+    ],
+)
+def test_health_names_a_bad_setting_and_its_rule_but_never_its_value(
+    setting: str, rule: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.environ.update({"WEBPUBSUB_CREDENTIAL": "connectionstring", "NEGOTIATE_AUTH": "anonymous"})
+    os.environ["WEBPUBSUB_CONNECTION_STRING"] = "Endpoint=http://localhost:8080;AccessKey=k;Version=1.0;"
+    os.environ[setting] = SECRET_LOOKING
+    with caplog.at_level(logging.ERROR):
+        response = function_app.health(http_request("GET", "health"))  # anonymous: no credentials sent
+    assert response.status_code == 503
+    text = response.get_body().decode()
+    assert "Sup3r-S3cret" not in text
+    detail = json.loads(text)["checks"]["configuration"]["detail"]
+    assert detail.startswith(f"{setting}: {rule}")
+    assert detail.endswith("(the value is quoted in the app's log)")
+    assert any("Sup3r-S3cret" in record.getMessage() for record in caplog.records)  # the operator still sees it
 
 
 def test_live_is_200_even_with_invalid_settings() -> None:

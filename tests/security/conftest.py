@@ -46,10 +46,7 @@ def _no_health_monitor_left() -> Iterator[None]:
     Otherwise its idle workers outlive this package and other tests that count probe threads see them.
     """
     yield
-    monitor, health._monitor = health._monitor, None
-    if monitor is not None:
-        monitor.close()
-        monitor._executor.shutdown(wait=True)
+    health.reset_monitor()
 
 
 @pytest.fixture(scope="package")

@@ -2,7 +2,8 @@
 
 The Web PubSub service and the Key Vault host are real servers on free ports (Key Vault's over TLS,
 as its URI must be https); the Key Vault secret read and the identity use the fakes of tests.fakes,
-so the real SDK runs against them.
+so the real SDK runs against them, except where azure-identity's own credential meets a silent
+managed-identity endpoint.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from devstack.servers import ServerThread
 from shared import __version__, health
 from shared.config import load_settings
 from shared.health import HealthMonitor, HealthReport, HttpProbe, Status
-from shared.runtime import Runtime, use_runtime
+from shared.runtime import Runtime, get_runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
 from tests.conftest import local_settings
 from tests.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
@@ -74,6 +75,13 @@ class StandIn:
 def servers() -> Iterator[ExitStack]:
     with ExitStack() as stack:
         yield stack
+
+
+@pytest.fixture(autouse=True)
+def _no_process_monitor_left() -> Iterator[None]:
+    """The process-wide monitor of /api/health ends with the test that built it."""
+    yield
+    health.reset_monitor()
 
 
 def serve(stack: ExitStack, stand_in: StandIn, **uvicorn_options: Any) -> str:
@@ -172,7 +180,7 @@ def test_a_service_with_production_settings_has_no_warnings(servers: ExitStack) 
             "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
         }
     )
-    report = HealthMonitor(Runtime(settings, credential=FakeCredential())).report()
+    report = HealthMonitor(Runtime(settings), identity=FakeCredential()).report()
     assert report.status is Status.HEALTHY
     assert report.warnings == ()
 
@@ -184,10 +192,14 @@ Dependency = Callable[[ExitStack], str]
     ("dependency", "words"),
     [
         pytest.param(refusing, "connection refused", id="refuses-connections"),
-        pytest.param(silent, "no answer within", id="accepts-and-never-answers"),
+        pytest.param(silent, "connected, but no answer within 0.4 s", id="accepts-and-never-answers"),
         pytest.param(lambda stack: serve(stack, StandIn(503)), "answered HTTP 503", id="answers-5xx"),
         pytest.param(lambda stack: serve(stack, StandIn(404)), "WEBPUBSUB_ENDPOINT", id="answers-404"),
-        pytest.param(lambda stack: serve(stack, StandIn(200, delay=3.0)), "no answer within", id="answers-too-late"),
+        pytest.param(
+            lambda stack: serve(stack, StandIn(200, delay=3.0)),
+            "connected, but no answer within 0.4 s",
+            id="answers-too-late",
+        ),
     ],
 )
 def test_a_failing_service_makes_the_app_unhealthy_within_the_deadline(
@@ -300,7 +312,7 @@ class RecordingCredential(FakeCredential):
         return super().get_token(*scopes, **kwargs)
 
 
-def entra_runtime(endpoint: str, credential: FakeCredential, **overrides: str) -> Runtime:
+def entra_runtime(endpoint: str, **overrides: str) -> Runtime:
     environ = {
         "WEBPUBSUB_CREDENTIAL": "entra",
         "WEBPUBSUB_ENDPOINT": endpoint,
@@ -308,12 +320,17 @@ def entra_runtime(endpoint: str, credential: FakeCredential, **overrides: str) -
         "EVENTHANDLER_AUTH": "none",
         **overrides,
     }
-    return Runtime(load_settings(environ), credential=credential)
+    return Runtime(load_settings(environ))
+
+
+def entra_monitor(endpoint: str, credential: FakeCredential, **overrides: str) -> HealthMonitor:
+    """A monitor whose identity probe asks `credential` instead of a DefaultAzureCredential."""
+    return HealthMonitor(entra_runtime(endpoint, **overrides), identity=credential)
 
 
 def test_entra_mode_proves_the_identity_gets_a_web_pubsub_token(servers: ExitStack) -> None:
     credential = RecordingCredential()
-    report = HealthMonitor(entra_runtime(serve(servers, StandIn(200)), credential)).report()
+    report = entra_monitor(serve(servers, StandIn(200)), credential).report()
     assert report.status is Status.HEALTHY
     assert list(report.checks) == ["configuration", "webpubsub", "credential"]
     assert credential.scopes == [("https://webpubsub.azure.com/.default",)]
@@ -321,7 +338,7 @@ def test_entra_mode_proves_the_identity_gets_a_web_pubsub_token(servers: ExitSta
 
 
 def test_entra_mode_without_a_token_is_unhealthy(servers: ExitStack) -> None:
-    report = HealthMonitor(entra_runtime(serve(servers, StandIn(200)), FakeCredential(available=False))).report()
+    report = entra_monitor(serve(servers, StandIn(200)), FakeCredential(available=False)).report()
     assert report.status is Status.UNHEALTHY
     assert report.checks["credential"].status is Status.UNHEALTHY
     assert "could not get a token" in report.checks["credential"].detail
@@ -332,10 +349,9 @@ def test_a_probe_that_ignores_its_timeout_is_cut_off_and_never_started_twice(ser
     deadline = 0.5
     credential = RecordingCredential()
     credential.gate.clear()  # get_token hangs
-    monitor = HealthMonitor(
-        entra_runtime(
-            serve(servers, StandIn(200)), credential, HEALTH_DEADLINE_SECONDS=str(deadline), HEALTH_CACHE_SECONDS="0"
-        )
+    before = set(probe_threads())
+    monitor = entra_monitor(
+        serve(servers, StandIn(200)), credential, HEALTH_DEADLINE_SECONDS=str(deadline), HEALTH_CACHE_SECONDS="0"
     )
     try:
         first, elapsed = timed(monitor)
@@ -348,11 +364,70 @@ def test_a_probe_that_ignores_its_timeout_is_cut_off_and_never_started_twice(ser
         assert "its probe has been running for" in second.checks["credential"].detail
         assert_within_deadline(second, elapsed, deadline)
         assert len(credential.scopes) == 1  # the next round waited for the same probe
-        probes = [thread for thread in threading.enumerate() if thread.name.startswith("health-probe")]
-        assert len(probes) <= 2  # one worker per check, whatever the number of rounds
+        assert len(set(probe_threads()) - before) <= 2  # one worker per check, whatever the number of rounds
     finally:
         credential.gate.set()
     wait_until(lambda: monitor.report().status is Status.HEALTHY)
+
+
+def test_the_identity_probe_gives_up_on_a_silent_identity_endpoint_within_its_own_timeout(
+    servers: ExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """azure-identity's DefaultAzureCredential, as the probe builds it, against an endpoint that never answers.
+
+    The app's own credential would wait minutes here; the probe's has no retries and the probe's timeout,
+    so it ends by itself and reports the read timeout, and the next round starts a fresh probe.
+    """
+    deadline = 1.0
+    identity = silent(servers)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{identity}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "health-test-header")
+    monitor = HealthMonitor(
+        entra_runtime(serve(servers, StandIn(200)), HEALTH_DEADLINE_SECONDS=str(deadline), HEALTH_CACHE_SECONDS="0")
+    )
+    for _ in range(2):
+        report, elapsed = timed(monitor)
+        credential = report.checks["credential"]
+        assert credential.status is Status.UNHEALTHY
+        assert credential.detail.startswith("the app's identity could not get a token:")
+        assert "ManagedIdentityCredential" in credential.detail
+        assert "read timeout=0.8" in credential.detail  # the probe's own timeout ended it, not the deadline
+        assert report.checks["webpubsub"].status is Status.HEALTHY
+        assert_within_deadline(report, elapsed, deadline)
+    assert "health-test-header" not in json.dumps(body(report))
+
+
+def test_the_identity_probe_asks_once_for_the_apps_client_id(
+    servers: ExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One request per probe (the SDK's default retries a 503 several times), for AZURE_CLIENT_ID's identity."""
+    identity = StandIn(503)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{serve(servers, identity)}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "health-test-header")
+    client_id = "00000000-0000-0000-0000-00000000c1d0"
+    runtime = entra_runtime(serve(servers, StandIn(200)), AZURE_CLIENT_ID=client_id, HEALTH_DEADLINE_SECONDS="5")
+    report = HealthMonitor(runtime).report()
+    assert report.checks["credential"].status is Status.UNHEALTHY
+    assert len(identity.seen) == 1
+    assert f"client_id={client_id}" in identity.seen[0]
+    assert "resource=https://webpubsub.azure.com" in identity.seen[0]
+
+
+def test_checks_probe_concurrently(servers: ExitStack) -> None:
+    """The service answers only once the identity has been asked, and the identity answers only once the
+    service has been asked: probes run one after the other would both time out."""
+    service = StandIn(200)
+    service.gate.clear()
+
+    class AfterTheService(FakeCredential):
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            service.gate.set()  # the service may answer now
+            wait_until(lambda: len(service.seen) == 1)
+            return super().get_token(*scopes, **kwargs)
+
+    report = entra_monitor(serve(servers, service), AfterTheService(), HEALTH_DEADLINE_SECONDS="10").report()
+    assert report.checks["webpubsub"].status is Status.HEALTHY, report.checks["webpubsub"].detail
+    assert report.checks["credential"].status is Status.HEALTHY, report.checks["credential"].detail
 
 
 class Exploding(FakeCredential):
@@ -364,7 +439,7 @@ def test_an_unexpected_error_in_a_probe_is_a_failed_check_without_its_message(
     servers: ExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="shared.health"):
-        report = HealthMonitor(entra_runtime(serve(servers, StandIn(200)), Exploding())).report()
+        report = entra_monitor(serve(servers, StandIn(200)), Exploding()).report()
     assert report.checks["credential"].status is Status.UNHEALTHY
     assert "unexpectedly" in report.checks["credential"].detail
     assert "abc123" not in json.dumps(body(report))
@@ -559,6 +634,28 @@ def test_a_configuration_error_never_shows_the_connection_string() -> None:
     text = response.body.decode()
     assert "WEBPUBSUB_CONNECTION_STRING" in text
     assert EMULATOR_KEY not in text
+
+
+def test_reset_monitor_ends_the_process_monitor_and_its_threads(servers: ExitStack) -> None:
+    service = StandIn(200)
+    use_runtime(local_runtime(serve(servers, service)))
+    before = set(probe_threads())
+    first = health.monitor_for(get_runtime())
+    assert health.current_report().status is Status.HEALTHY
+    workers = set(probe_threads()) - before
+    assert workers  # the round ran on the monitor's own threads
+
+    health.reset_monitor()
+    assert not any(worker.is_alive() for worker in workers)
+    assert health.monitor_for(get_runtime()) is not first
+    assert health.current_report().status is Status.HEALTHY
+    assert len(service.seen) == 2  # same runtime, but the cache ended with the old monitor
+    health.reset_monitor()
+    health.reset_monitor()  # nothing left to end: no error
+
+
+def probe_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("health-probe")]
 
 
 def test_the_process_monitor_follows_the_runtime(servers: ExitStack) -> None:
