@@ -8,8 +8,10 @@ Settings come from ``local.settings.json`` exactly as Core Tools takes them (cre
 ``local.settings.json.example`` when missing), so ``func start`` with the official emulator uses
 the same file. The service is wired from the app's own settings: it listens on the port of the
 app's local endpoint and signs with the access key of its connection string, and sends events
-to this host's ``/api/eventhandler``. When the app points at a non-local service (Azure Web
-PubSub), the local service is not started.
+to this host's ``/api/eventhandler``. In ``entra`` mode the app's managed identity gets its tokens
+from the local service (``IDENTITY_ENDPOINT``). When the app points at a non-local service (Azure
+Web PubSub), the local service is not started. Token values never reach the console: uvicorn's
+logged URLs are redacted and the HTTP client libraries log at WARNING only.
 """
 
 from __future__ import annotations
