@@ -29,6 +29,7 @@ from devstack.host import (
 from devstack.servers import ServerThread
 from tests.conftest import LOCAL_ENVIRON
 from tests.fakes import EMULATOR_KEY
+from tests.test_function_app import EXPECTED
 
 # --- a fake app whose functions report what they received ---------------------------------------
 
@@ -418,6 +419,27 @@ def test_without_cors_settings_no_origin_is_allowed(tmp_path: Path) -> None:
 
 
 # --- the real app through the host ---------------------------------------------------------------
+
+
+def served_by_the_app(response: httpx.Response) -> bool:
+    """Not the host's own routing answer (a plain-text 404 or a 405): the request reached a function."""
+    routing_miss = response.status_code == 404 and response.headers["content-type"].startswith("text/plain")
+    return not routing_miss and response.status_code != 405
+
+
+def test_every_function_of_the_app_is_served_at_its_route_with_exactly_its_methods() -> None:
+    """Checked against the indexing test's own list, not the host's reading of the app."""
+    apply_values(LOCAL_ENVIRON, os.environ)
+    all_methods = {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+    with ServerThread(build_host(function_app.app)) as server, httpx.Client(base_url=server.base_url) as client:
+        for route, methods, _ in EXPECTED.values():
+            path = "/api/" + route.split("/{*", 1)[0]  # a catch-all may be empty
+            for method in sorted(methods):
+                assert served_by_the_app(client.request(method, path)), (method, path)
+            for method in sorted(all_methods - methods):
+                refused = client.request(method, path)
+                assert refused.status_code == 405, (method, path)
+                assert set(refused.headers["allow"].split(", ")) == methods
 
 
 def test_negotiate_is_served_end_to_end() -> None:
