@@ -597,6 +597,25 @@ def test_a_hung_keyvault_is_cut_off_at_the_deadline(servers: ExitStack, tls_file
     assert_within_deadline(report, elapsed, deadline)
 
 
+def test_a_vault_host_that_accepts_and_never_answers_is_reported_within_the_deadline(
+    servers: ExitStack, tls_files: tuple[Path, Path]
+) -> None:
+    """The TLS handshake itself hangs; the reachability probe's own timeout ends it."""
+    deadline = 0.5
+    vault = FakeKeyVault({SECRET_NAME: EMULATOR_KEY})
+    hanging = silent(servers).replace("http://", "https://") + "/"
+    monitor, source = keyvault_monitor(
+        vault, hanging, serve(servers, StandIn(200)), tls_files, HEALTH_DEADLINE_SECONDS=str(deadline)
+    )
+    source.access_keys()
+    report, elapsed = timed(monitor)
+    assert report.status is Status.DEGRADED
+    assert report.checks["keyvault"].status is Status.DEGRADED
+    assert "within 0.4 s" in report.checks["keyvault"].detail
+    assert "still signing tokens with the key" in report.checks["keyvault"].detail
+    assert_within_deadline(report, elapsed, deadline)
+
+
 def test_a_vault_host_that_is_not_trusted_is_reported(servers: ExitStack, tls_files: tuple[Path, Path]) -> None:
     vault = FakeKeyVault({SECRET_NAME: EMULATOR_KEY})
     monitor, source = keyvault_monitor(vault, vault_host(servers, tls_files), serve(servers, StandIn(200)), tls_files)
@@ -666,6 +685,23 @@ def test_the_process_monitor_follows_the_runtime(servers: ExitStack) -> None:
     assert len(service.seen) == 1  # cached between calls
     use_runtime(local_runtime(refusing(servers)))
     assert health.current_report().status is Status.UNHEALTHY  # new settings, new monitor, no stale cache
+
+
+def test_an_unexpected_error_outside_the_monitor_still_answers_503_without_its_message(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> HealthReport:
+        raise RuntimeError("internal state: key=abc123-very-secret")
+
+    monkeypatch.setattr(health, "current_report", broken)
+    with caplog.at_level(logging.ERROR, logger="shared.health"):
+        response = health.health()
+    assert response.status == 503
+    assert response.headers["Retry-After"]
+    payload = json.loads(response.body)
+    assert payload["status"] == "unhealthy"
+    assert "abc123" not in response.body.decode()
+    assert any(record.exc_info for record in caplog.records)
 
 
 # Liveness, version, lazy imports
