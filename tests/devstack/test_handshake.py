@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import websocket  # websocket-client: the library the official Python client uses
@@ -53,6 +54,22 @@ def test_token_without_expiry_is_refused(service: RunningWebPubSub, hub: str) ->
     import jwt
 
     token = jwt.encode({"aud": f"{service.endpoint}/client/hubs/{hub}"}, service.service.settings.access_key)
+    status, _ = refused_handshake(client_url(service, hub, token))
+    assert status == 401
+
+
+@pytest.mark.parametrize("algorithm", ["none", "HS512"])
+def test_only_hs256_tokens_are_accepted(service: RunningWebPubSub, hub: str, algorithm: str) -> None:
+    """An unsigned token, or one signed with the right key by another algorithm, is refused."""
+    import time
+
+    import jwt
+
+    claims = {"aud": f"{service.endpoint}/client/hubs/{hub}", "exp": int(time.time()) + 600, "sub": "mallory"}
+    key = "" if algorithm == "none" else service.service.settings.access_key
+    with warnings.catch_warnings():  # PyJWT finds the emulator's key short for SHA-512: the point here
+        warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
+        token = jwt.encode(claims, key, algorithm=algorithm)
     status, _ = refused_handshake(client_url(service, hub, token))
     assert status == 401
 
