@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.config import CredentialMode, Settings, get_settings
 from shared.events import ChatDefaults, EventDispatcher, EventHandlers, handlers
@@ -21,6 +21,19 @@ from shared.upstream_auth import UpstreamAuthenticator, build_authenticator
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+
+# azure-identity's defaults wait minutes on a managed-identity endpoint that accepts connections and
+# never answers (long reads, then retries with back-off), and per-call options do not reach its HTTP
+# requests. Bounded here, a silent identity costs negotiate or a Key Vault read at most
+# about 16 s (three attempts), then a 503.
+IDENTITY_OPTIONS: dict[str, Any] = {
+    "connection_timeout": 3,
+    "read_timeout": 5,
+    "retry_total": 2,
+    "retry_backoff_factor": 0.2,
+    "retry_backoff_max": 2,
+    "process_timeout": 10,  # the developer tools (az, azd) the chain asks when run locally
+}
 
 
 class Runtime:
@@ -49,12 +62,17 @@ class Runtime:
         self._lock = threading.RLock()
 
     def credential(self) -> TokenCredential:
-        """One DefaultAzureCredential per process (managed identity in Azure, developer login locally)."""
+        """One DefaultAzureCredential per process (managed identity in Azure, developer login locally).
+
+        It gives up within IDENTITY_OPTIONS' bounds; tokens are cached by the credential itself.
+        """
         with self._lock:
             if self._credential is None:
                 from azure.identity import DefaultAzureCredential
 
-                self._credential = DefaultAzureCredential(managed_identity_client_id=self.settings.client_id)
+                self._credential = DefaultAzureCredential(
+                    managed_identity_client_id=self.settings.client_id, **IDENTITY_OPTIONS
+                )
             return self._credential
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlencode
 
@@ -90,3 +91,10 @@ class Issuer:
 @pytest.fixture(scope="session")
 def issuer() -> Issuer:
     return Issuer()
+
+
+@pytest.fixture
+def servers() -> Iterator[ExitStack]:
+    """Stand-in servers and sockets (tests.standins) the test starts, all closed when it ends."""
+    with ExitStack() as stack:
+        yield stack

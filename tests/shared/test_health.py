@@ -8,12 +8,10 @@ managed-identity endpoint.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -32,12 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from devstack.servers import ServerThread
 from shared import __version__, health
 from shared.config import load_settings
 from shared.health import HealthMonitor, HealthReport, HttpProbe, Status
@@ -45,36 +38,11 @@ from shared.runtime import Runtime, get_runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
 from tests.conftest import local_settings
 from tests.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
+from tests.standins import StandIn, refusing, serve, silent
 
 # Generous slack for a loaded CI machine: the bound checked is "deadline + margin", not a speed.
 MARGIN_SECONDS = 1.5
 SECRET_NAME = "wps-key"
-
-
-class StandIn:
-    """An HTTP server on a real socket answering every request with `status`, after `delay` seconds."""
-
-    def __init__(self, status: int = 200, *, delay: float = 0.0, headers: dict[str, str] | None = None):
-        self.status = status
-        self.delay = delay
-        self.headers = headers or {}
-        self.seen: list[str] = []
-        self.gate = threading.Event()  # cleared: requests wait until it is set again
-        self.gate.set()
-        self.app = Starlette(routes=[Route("/{path:path}", self._answer, methods=["GET", "HEAD"])])
-
-    async def _answer(self, request: Request) -> Response:
-        self.seen.append(f"{request.method} {request.url.path}?{request.url.query}")
-        while not self.gate.is_set():
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(self.delay)
-        return Response(status_code=self.status, headers=self.headers)
-
-
-@pytest.fixture
-def servers() -> Iterator[ExitStack]:
-    with ExitStack() as stack:
-        yield stack
 
 
 @pytest.fixture(autouse=True)
@@ -82,27 +50,6 @@ def _no_process_monitor_left() -> Iterator[None]:
     """The process-wide monitor of /api/health ends with the test that built it."""
     yield
     health.reset_monitor()
-
-
-def serve(stack: ExitStack, stand_in: StandIn, **uvicorn_options: Any) -> str:
-    server = stack.enter_context(ServerThread(stand_in.app, name="stand-in", shutdown_timeout=1, **uvicorn_options))
-    stack.callback(stand_in.gate.set)  # runs before the server stops: no request left waiting
-    return server.base_url
-
-
-def refusing(stack: ExitStack) -> str:
-    """A port that is bound but not listening: every connection is refused."""
-    sock = stack.enter_context(socket.socket())
-    sock.bind(("127.0.0.1", 0))
-    return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-def silent(stack: ExitStack) -> str:
-    """A port that accepts TCP connections (the kernel completes them) and never says a word."""
-    sock = stack.enter_context(socket.socket())
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def connection_string(endpoint: str) -> str:
