@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Any
 
-from shared.errors import BadRequest, UnsupportedMediaType
+from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.identity import CallerIdentifier
 from shared.policy import GroupPolicy
 from shared.tokens import TokenSource
@@ -30,7 +30,7 @@ def requested_groups(request: Request) -> list[str] | None:
     asked = bool(groups)
     if request.method == "POST" and request.body.strip():
         if len(request.body) > MAX_BODY_BYTES:
-            raise BadRequest(f"The request body is larger than {MAX_BODY_BYTES} bytes.", code="body_too_large")
+            raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
         if request.content_type not in {"", "application/json"}:
             raise UnsupportedMediaType("Send the body as application/json.", code="unsupported_media_type")
         try:

@@ -151,8 +151,9 @@ def test_an_oversized_negotiate_body_is_refused_by_size(app: ServedApp, service:
     response = app.client.post(
         "negotiate", params={"userId": "a"}, headers={"Content-Type": "application/json"}, content=body
     )
-    assert 400 <= response.status_code < 500
-    assert error_code(response) in {"body_too_large", "payload_too_large"}
+    assert response.status_code == 413
+    assert error_code(response) == "payload_too_large"
+    assert "16384 bytes" in response.json()["error"]["message"]
     assert "token" not in response.json()
 
 

@@ -115,7 +115,7 @@ def test_post_without_body_grants_the_defaults() -> None:
         ([("userId", "a")], b'{"groups": "chat"}', "application/json", 400, "invalid_groups"),
         ([("userId", "a")], b'{"groups": [1]}', "application/json", 400, "invalid_groups"),
         ([("userId", "a")], b'{"groups": []}', "text/plain", 415, "unsupported_media_type"),
-        ([("userId", "a")], b" " + b"x" * 20000, "application/json", 400, "body_too_large"),
+        ([("userId", "a")], b" " + b"x" * 20000, "application/json", 413, "payload_too_large"),
         ([("userId", "a"), ("group", " ")], b"", None, 400, "invalid_group"),
         ([], b"", None, 400, "missing_user_id"),
         ([("userId", "")], b"", None, 400, "invalid_user_id"),
