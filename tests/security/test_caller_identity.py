@@ -24,7 +24,6 @@ from tests.apphost import ServedApp
 from tests.conftest import Issuer
 from tests.security.conftest import BEARER_AUDIENCE, SERVICE_KEY, bearer_settings, error_code, use_settings
 
-CLAIMED_ADMIN = json.dumps({"userId": "admin", "userRoles": ["admin"]}).encode()
 FORGED_PRINCIPAL = {
     "X-MS-CLIENT-PRINCIPAL-ID": "admin",
     "X-MS-CLIENT-PRINCIPAL-NAME": "admin@contoso.example",
