@@ -168,7 +168,8 @@ var loginEndpoint = environment().authentication.loginEndpoint
 var entraSigningKeysUri = '${loginEndpoint}${tenantId}/discovery/v2.0/keys'
 var secretExpiresOn = dateTimeToEpoch(dateTimeAdd(deploymentTime, 'P${keyVaultSecretLifetimeDays}D'))
 // Origins never contain spaces, so 'https://a.example, https://b.example' is read as two origins.
-var corsOrigins = empty(corsAllowedOrigins) ? [] : split(replace(corsAllowedOrigins, ' ', ''), ',')
+// Spaces and empty entries (a trailing comma) are dropped: an empty origin is not a valid CORS entry.
+var corsOrigins = filter(split(replace(corsAllowedOrigins, ' ', ''), ','), origin => !empty(origin))
 
 // The routes of function_app.py under the default "api" prefix of host.json. App Service
 // Authentication guards negotiate; the other routes check their callers themselves (events) or

@@ -184,6 +184,7 @@ class Evaluator:
         self._variables = cast("dict[str, Any]", template.get("variables", {}))
         self._parameters = {**parameter_defaults(template), **parameters}
         self._placeholders = placeholders
+        self._lambda_arguments: dict[str, Any] = {}  # the element a lambda (filter) is looking at
 
     def variable(self, name: str) -> Any:
         return self.evaluate(self._variables[name]["value"])
@@ -205,6 +206,8 @@ class Evaluator:
 
     def _name_or_text(self, text: str) -> Any:
         # pycep spells an identifier and a string literal the same way; a name wins.
+        if text in self._lambda_arguments:
+            return self._lambda_arguments[text]
         if text in self._placeholders:
             return self._placeholders[text]
         if text in self._parameters:
@@ -306,7 +309,22 @@ class Evaluator:
             return text.replace(old, new)
         if kind == "split":
             return str(self.evaluate(arguments["input_string"])).split(str(self.evaluate(arguments["delimiter"])))
+        if kind == "filter":
+            items = self.evaluate(arguments["input_array"])
+            if not isinstance(items, list):
+                raise Unsupported(f"filter over {items!r}")
+            return [
+                item for item in items if self._holds_for(arguments["input_element"], item, arguments["expression"])
+            ]
         raise Unsupported(f"function {kind!r}")
+
+    def _holds_for(self, name: str, value: Any, expression: Any) -> bool:
+        outer = self._lambda_arguments
+        self._lambda_arguments = {**outer, name: value}
+        try:
+            return self._truth(expression)
+        finally:
+            self._lambda_arguments = outer
 
 
 def settings_environ(settings: Any) -> dict[str, str]:

@@ -467,6 +467,8 @@ def test_cors_origins_come_from_the_parameter() -> None:
     expected = ["https://chat.example.com", "https://admin.example.com"]
     assert module_param(evaluator, "functionApp", "corsAllowedOrigins") == expected
     assert module_param(main_evaluator(), "functionApp", "corsAllowedOrigins") == []
+    sloppy = main_evaluator(corsAllowedOrigins=" https://chat.example.com,, https://admin.example.com , ")
+    assert module_param(sloppy, "functionApp", "corsAllowedOrigins") == expected
     site = only(parse(module_path("function")), "Microsoft.Web/sites")
     assert site["properties"]["siteConfig"]["cors"] == {
         "allowedOrigins": "corsAllowedOrigins",
