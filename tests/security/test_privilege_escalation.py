@@ -20,6 +20,7 @@ from tests.security.conftest import (
     SERVICE_KEY,
     client_token,
     client_url,
+    error_code,
     negotiated,
     open_client,
     refused_status,
@@ -74,10 +75,17 @@ def test_negotiate_never_grants_beyond_the_policy(
     assert "token" not in response.json()
 
 
-def test_a_huge_group_list_is_refused(app: ServedApp, service: RunningWebPubSub) -> None:
-    body = json.dumps({"groups": [f"group-{n}" for n in range(20_000)]}).encode()
+@pytest.mark.parametrize(
+    ("count", "status", "code"),
+    [(20_000, 413, "payload_too_large"), (101, 400, "too_many_groups")],  # over 16 KB; under it, over 100 groups
+)
+def test_a_huge_group_list_is_refused(
+    app: ServedApp, service: RunningWebPubSub, count: int, status: int, code: str
+) -> None:
+    body = json.dumps({"groups": [f"g{n}" for n in range(count)]}).encode()
     response = app.client.post("negotiate", params={"userId": "mallory"}, content=body)
-    assert response.status_code == 400
+    assert response.status_code == status
+    assert error_code(response) == code
     assert "token" not in response.json()
 
 
