@@ -30,6 +30,17 @@ def local_settings(**overrides: str) -> Settings:
     return load_settings({**LOCAL_ENVIRON, **overrides})
 
 
+def entra_settings(endpoint: str, **overrides: str) -> Settings:
+    """Entra mode (no key) against `endpoint`, anonymous negotiate, unauthenticated events, with overrides."""
+    environ = {
+        "WEBPUBSUB_CREDENTIAL": "entra",
+        "WEBPUBSUB_ENDPOINT": endpoint,
+        "NEGOTIATE_AUTH": "anonymous",
+        "EVENTHANDLER_AUTH": "none",
+    }
+    return load_settings({**environ, **overrides})
+
+
 def http_request(
     method: str,
     route: str,

@@ -8,12 +8,15 @@ import threading
 from contextlib import ExitStack
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from devstack.servers import ServerThread
+
+IDENTITY_HEADER = "stand-in-identity-header"  # the secret App Service passes to its identity endpoint
 
 
 class StandIn:
@@ -55,3 +58,9 @@ def silent(stack: ExitStack) -> str:
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def use_identity_endpoint(monkeypatch: pytest.MonkeyPatch, base_url: str) -> None:
+    """azure-identity's ManagedIdentityCredential asks `base_url` as it asks App Service's identity endpoint."""
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{base_url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)

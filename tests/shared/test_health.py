@@ -36,9 +36,9 @@ from shared.config import load_settings
 from shared.health import HealthMonitor, HealthReport, HttpProbe, Status
 from shared.runtime import Runtime, get_runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
-from tests.conftest import local_settings
+from tests.conftest import entra_settings, local_settings
 from tests.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
-from tests.standins import StandIn, refusing, serve, silent
+from tests.standins import IDENTITY_HEADER, StandIn, refusing, serve, silent, use_identity_endpoint
 
 # Generous slack for a loaded CI machine: the bound checked is "deadline + margin", not a speed.
 MARGIN_SECONDS = 1.5
@@ -260,14 +260,7 @@ class RecordingCredential(FakeCredential):
 
 
 def entra_runtime(endpoint: str, **overrides: str) -> Runtime:
-    environ = {
-        "WEBPUBSUB_CREDENTIAL": "entra",
-        "WEBPUBSUB_ENDPOINT": endpoint,
-        "NEGOTIATE_AUTH": "anonymous",
-        "EVENTHANDLER_AUTH": "none",
-        **overrides,
-    }
-    return Runtime(load_settings(environ))
+    return Runtime(entra_settings(endpoint, **overrides))
 
 
 def entra_monitor(endpoint: str, credential: FakeCredential, **overrides: str) -> HealthMonitor:
@@ -326,9 +319,7 @@ def test_the_identity_probe_gives_up_on_a_silent_identity_endpoint_within_its_ow
     so it ends by itself and reports the read timeout, and the next round starts a fresh probe.
     """
     deadline = 1.0
-    identity = silent(servers)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{identity}/msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", "health-test-header")
+    use_identity_endpoint(monkeypatch, silent(servers))
     monitor = HealthMonitor(
         entra_runtime(serve(servers, StandIn(200)), HEALTH_DEADLINE_SECONDS=str(deadline), HEALTH_CACHE_SECONDS="0")
     )
@@ -341,7 +332,7 @@ def test_the_identity_probe_gives_up_on_a_silent_identity_endpoint_within_its_ow
         assert "read timeout=0.8" in credential.detail  # the probe's own timeout ended it, not the deadline
         assert report.checks["webpubsub"].status is Status.HEALTHY
         assert_within_deadline(report, elapsed, deadline)
-    assert "health-test-header" not in json.dumps(body(report))
+    assert IDENTITY_HEADER not in json.dumps(body(report))
 
 
 def test_the_identity_probe_asks_once_for_the_apps_client_id(
@@ -349,8 +340,7 @@ def test_the_identity_probe_asks_once_for_the_apps_client_id(
 ) -> None:
     """One request per probe (the SDK's default retries a 503 several times), for AZURE_CLIENT_ID's identity."""
     identity = StandIn(503)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{serve(servers, identity)}/msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", "health-test-header")
+    use_identity_endpoint(monkeypatch, serve(servers, identity))
     client_id = "00000000-0000-0000-0000-00000000c1d0"
     runtime = entra_runtime(serve(servers, StandIn(200)), AZURE_CLIENT_ID=client_id, HEALTH_DEADLINE_SECONDS="5")
     report = HealthMonitor(runtime).report()

@@ -8,27 +8,16 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared import runtime as runtime_module
-from shared.config import load_settings
 from shared.runtime import IDENTITY_OPTIONS, Runtime
 from shared.tokens import EntraTokenSource, KeyTokenSource
-from tests.conftest import local_settings
-from tests.standins import StandIn, serve, silent
+from tests.conftest import entra_settings, local_settings
+from tests.standins import StandIn, serve, silent, use_identity_endpoint
 
 WEBPUBSUB_SCOPE = "https://webpubsub.azure.com/.default"
 
 
 def entra_runtime(**overrides: str) -> Runtime:
-    return Runtime(
-        load_settings(
-            {
-                "WEBPUBSUB_CREDENTIAL": "entra",
-                "WEBPUBSUB_ENDPOINT": "https://contoso.webpubsub.azure.com",
-                "NEGOTIATE_AUTH": "anonymous",
-                "EVENTHANDLER_AUTH": "none",
-                **overrides,
-            }
-        )
-    )
+    return Runtime(entra_settings("https://contoso.webpubsub.azure.com", **overrides))
 
 
 def test_collaborators_are_built_once_and_shared() -> None:
@@ -59,8 +48,7 @@ def test_the_apps_identity_retries_a_failing_endpoint_a_bounded_number_of_times(
 ) -> None:
     """azure-identity's default retries a 503 more often, with longer back-off; the app's credential stops."""
     identity = StandIn(503)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{serve(servers, identity)}/msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", "runtime-test-header")
+    use_identity_endpoint(monkeypatch, serve(servers, identity))
     client_id = "00000000-0000-0000-0000-0000000000a1"
     credential = entra_runtime(AZURE_CLIENT_ID=client_id).credential()
     with pytest.raises(ClientAuthenticationError):
@@ -75,8 +63,7 @@ def test_the_apps_identity_gives_up_on_a_silent_endpoint_after_its_read_timeout(
     """An endpoint that accepts the connection and never answers ends in the configured read timeout."""
     monkeypatch.setitem(runtime_module.IDENTITY_OPTIONS, "read_timeout", 0.3)
     monkeypatch.setitem(runtime_module.IDENTITY_OPTIONS, "retry_total", 0)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{silent(servers)}/msi/token")
-    monkeypatch.setenv("IDENTITY_HEADER", "runtime-test-header")
+    use_identity_endpoint(monkeypatch, silent(servers))
     credential = entra_runtime().credential()
     with pytest.raises(ClientAuthenticationError) as raised:
         credential.get_token(WEBPUBSUB_SCOPE)
