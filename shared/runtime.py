@@ -16,7 +16,7 @@ from shared.events import ChatDefaults, EventDispatcher, EventHandlers, handlers
 from shared.identity import CallerIdentifier, build_identifier
 from shared.negotiate import Negotiator
 from shared.policy import GroupPolicy
-from shared.tokens import EntraTokenSource, KeyTokenSource, KeyVaultTokenSource, TokenSource
+from shared.tokens import SDK_CLIENT_OPTIONS, EntraTokenSource, KeyTokenSource, KeyVaultTokenSource, TokenSource
 from shared.upstream_auth import UpstreamAuthenticator, build_authenticator
 
 if TYPE_CHECKING:
@@ -26,12 +26,12 @@ if TYPE_CHECKING:
 # never answers (long reads, then retries with back-off), and per-call options do not reach its HTTP
 # requests. Bounded here, a silent identity costs negotiate or a Key Vault read at most
 # about 16 s (three attempts), then a 503.
+# The retries are the other SDK clients' (SDK_CLIENT_OPTIONS); the identity endpoint is local to the
+# host, so its timeouts are shorter.
 IDENTITY_OPTIONS: dict[str, Any] = {
+    **SDK_CLIENT_OPTIONS,
     "connection_timeout": 3,
     "read_timeout": 5,
-    "retry_total": 2,
-    "retry_backoff_factor": 0.2,
-    "retry_backoff_max": 2,
     "process_timeout": 10,  # the developer tools (az, azd) the chain asks when run locally
 }
 
