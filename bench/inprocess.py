@@ -33,20 +33,17 @@ EVENT_TARGET = 3.0
 @contextmanager
 def app_settings(values: dict[str, str]) -> Iterator[None]:
     """The app's settings for one measurement, read fresh, and the previous environment afterwards."""
-    from shared.config import reset_settings
-    from shared.runtime import use_runtime
+    from shared.runtime import reset_runtime
 
     saved = dict(os.environ)
     os.environ.update(values)
-    reset_settings()
-    use_runtime(None)
+    reset_runtime()
     try:
         yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        reset_settings()
-        use_runtime(None)
+        reset_runtime()
 
 
 def negotiate_figure(*, rounds: int, calls: int) -> Figure:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import azure.functions as func
@@ -47,6 +47,9 @@ from .host import (
 from .servers import ServerThread
 from .webpubsub import DEFAULT_ACCESS_KEY, EventHandlerSettings, LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from .webpubsub.settings import DEFAULT_PORT as DEFAULT_WEBPUBSUB_PORT
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 #: Loggers that write every request's URL at INFO or DEBUG: a URL may carry an access token.
 QUIET_LOGGERS = ("httpx", "httpcore")
@@ -160,9 +163,9 @@ def _function_app() -> func.FunctionApp:
 
 def _reset_app_settings() -> None:
     """The app's settings are cached on first read; make sure it reads the environment built here."""
-    from shared.config import reset_settings
+    from shared.runtime import reset_runtime
 
-    reset_settings()
+    reset_runtime()
 
 
 def _listen(what: str, create: Callable[[], _Server]) -> _Server:
@@ -202,22 +205,25 @@ ENTRA_EVENT_AUTH_HINT = (
 
 def _plan_service(requested_port: int | None, out: Printer) -> _ServicePlan | None:
     """Where the local service must listen and which key it signs with, from the app's own settings."""
-    from shared.config import CredentialMode, EventAuth, is_loopback_host, load_settings
-    from shared.errors import ConfigError
+    from shared.config import Concern, CredentialMode, EventAuth, is_loopback_host, load_settings
 
-    try:
-        settings = load_settings(os.environ)
-    except ConfigError as error:
-        out(f"Warning: the app's settings are invalid ({error}); its functions fail until that is fixed.")
-        about_event_auth = error.setting.startswith(("EVENTHANDLER_AUTH", "EVENTHANDLER_BEARER"))
-        if about_event_auth and _configured_credential() == CredentialMode.ENTRA.value:
-            out(ENTRA_EVENT_AUTH_HINT)
+    all_settings = load_settings(os.environ)
+    problems = all_settings.problems
+    event_problem = problems.get(Concern.EVENT_HANDLER)
+    about_event_auth = event_problem is not None and event_problem.setting.startswith(
+        ("EVENTHANDLER_AUTH", "EVENTHANDLER_BEARER")
+    )
+    if about_event_auth and _configured_credential() == CredentialMode.ENTRA.value:
+        out(ENTRA_EVENT_AUTH_HINT)
+    service_problem = problems.get(Concern.SERVICE)
+    if service_problem is not None:
         return _ServicePlan(
             requested_port if requested_port is not None else DEFAULT_WEBPUBSUB_PORT,
             DEFAULT_ACCESS_KEY,
             "localhost",
             None,
         )
+    settings = all_settings.service
     endpoint = urlsplit(settings.endpoint)
     hostname = endpoint.hostname or ""
     if not is_loopback_host(hostname):
@@ -225,11 +231,9 @@ def _plan_service(requested_port: int | None, out: Printer) -> _ServicePlan | No
         return None
     port = requested_port if requested_port is not None else (endpoint.port or DEFAULT_WEBPUBSUB_PORT)
     if settings.credential is CredentialMode.ENTRA:
-        if settings.event_auth is not EventAuth.NONE:
-            out(
-                f"Warning: events will be refused (EVENTHANDLER_AUTH={settings.event_auth.value}). "
-                + ENTRA_EVENT_AUTH_HINT
-            )
+        event_auth = None if event_problem else all_settings.event_handler.auth
+        if event_auth is not None and event_auth is not EventAuth.NONE:
+            out(f"Warning: events will be refused (EVENTHANDLER_AUTH={event_auth.value}). " + ENTRA_EVENT_AUTH_HINT)
         return _ServicePlan(port, DEFAULT_ACCESS_KEY, hostname, None, entra_endpoint=settings.endpoint)
     if settings.credential is not CredentialMode.CONNECTION_STRING or settings.access_key is None:
         out(
@@ -313,6 +317,29 @@ def describe(stack: RunningStack) -> str:
     return "\n".join(lines)
 
 
+def describe_settings(settings: Settings) -> str:
+    """The app's mode, every development shortcut and every invalid setting, printed before the first request."""
+    from shared.config import Concern
+
+    problems = settings.problems
+    modes = []
+    if Concern.SERVICE not in problems:
+        modes.append(f"WEBPUBSUB_CREDENTIAL={settings.service.credential.value}, hub {settings.service.hub}")
+    if Concern.NEGOTIATE not in problems:
+        modes.append(f"NEGOTIATE_AUTH={settings.negotiate.auth.value}")
+    if Concern.EVENT_HANDLER not in problems:
+        modes.append(f"EVENTHANDLER_AUTH={settings.event_handler.auth.value}")
+    lines = ["App settings: " + (", ".join(modes) or "none valid")]
+    shortcuts = settings.development_shortcuts
+    if shortcuts:
+        lines.append("  Development shortcuts in use (never in production; /api/health lists them too):")
+        lines += [f"    - {shortcut}" for shortcut in shortcuts]
+    if problems:
+        lines.append("  Invalid settings (the routes that need them answer 500 until they are fixed):")
+        lines += [f"    - {concern.value}: {error.log_message}" for concern, error in problems.items()]
+    return "\n".join(lines)
+
+
 def _entry_route(route: str) -> str:
     """The route without its trailing optional parameters: ``client/{*asset}`` is served at ``client``."""
     segments = route.lower().split("/")
@@ -346,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopping.set()
 
     signal.signal(signal.SIGTERM, request_stop)
+    from shared.config import load_settings
+
+    print(describe_settings(load_settings(os.environ)), flush=True)
     print(describe(stack), flush=True)
     try:
         stopping.wait()

@@ -62,7 +62,7 @@ def security_headers(settings: Settings) -> dict[str, str]:
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
-            f"connect-src 'self' {websocket_origin(settings.endpoint)}",
+            f"connect-src 'self' {websocket_origin(settings.service.endpoint)}",
             "base-uri 'none'",
             "form-action 'none'",
             "frame-ancestors 'none'",
@@ -91,8 +91,8 @@ def render_page(settings: Settings) -> bytes:
     values = {
         "app_js": f"{ROUTE_SEGMENT}/app.js?v={version_of(read_file('app.js'))}",
         "app_css": f"{ROUTE_SEGMENT}/app.css?v={version_of(read_file('app.css'))}",
-        "negotiate_auth": settings.negotiate_auth.value,
-        "default_group": settings.groups[0] if settings.groups else "",
+        "negotiate_auth": settings.negotiate.auth.value,
+        "default_group": next(iter(settings.group_policy.groups), ""),
     }
     template = string.Template(read_file(PAGE.name).decode("utf-8"))
     return template.substitute({key: html.escape(value) for key, value in values.items()}).encode("utf-8")
@@ -107,7 +107,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 def serve(request: Request, settings: Settings) -> Response:
     """Answer a GET for the page or one of its files; NotFound for anything else."""
-    if not settings.client_page_enabled:
+    if not settings.client_page.enabled:
         raise NotFound("The client page is switched off (CLIENT_PAGE_ENABLED=false).")
     found = requested_asset(request.url)
     if found is None:

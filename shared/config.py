@@ -1,27 +1,25 @@
-"""Settings: read from the environment once, on first use, and validated in one place.
+"""Settings: read from an environment mapping and validated in one place, one concern at a time.
 
-Nothing else in the app reads `os.environ`; every other module receives a `Settings`. A missing
-or invalid value raises `ConfigError` naming the setting, so the operator reads one precise line
-(in the log and in /api/health) instead of a failure deep inside a request. Importing this module
-does no work, so a bad setting can never make the Functions host report "0 functions found".
+Nothing else in the app reads `os.environ`; every other module receives a `Settings` (the runtime
+loads it once per process). Each concern (the service and its credential, negotiate, the event
+handler, health, the client page) is validated on its own: a bad negotiate setting fails negotiate
+(500, the setting named in the log and in /api/health) while the event handler and health keep
+working, and vice versa. A missing or invalid value raises `ConfigError` naming the setting when the
+concern is used. This module is pure: no cache, no I/O, no logging; importing it does no work, so a bad
+setting can never make the Functions host report "0 functions found".
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
-import logging
-import os
 import re
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 # The service's hub-name rule (data-plane REST API, `hub` path parameter).
 HUB_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
@@ -31,16 +29,18 @@ HOST_PATTERN = re.compile(r"[A-Za-z0-9.-]{1,253}")
 MAX_GROUP_NAME_LENGTH = 1024
 
 _Choice = TypeVar("_Choice", bound=enum.StrEnum)
-
-# Invalid values are quoted in errors (the log and /api/health) to make typos obvious; a longer value
-# is no typo of a mode, number or flag, and may be a key or connection string pasted into the wrong setting.
-MAX_QUOTED_VALUE_LENGTH = 24
+_Section = TypeVar("_Section")
 
 
-def _quoted(raw: str) -> str:
-    if len(raw) <= MAX_QUOTED_VALUE_LENGTH and raw.isprintable():
-        return repr(raw)
-    return f"a value of {len(raw)} characters (not shown: it may be a secret meant for another setting)"
+class Concern(enum.StrEnum):
+    """The parts of the app whose settings are validated independently."""
+
+    SERVICE = "service"  # the Web PubSub service, its hub and the credential: every route but health needs it
+    GROUP_POLICY = "group policy"  # which groups users may use: negotiate and the connect event share it
+    NEGOTIATE = "negotiate"
+    EVENT_HANDLER = "eventhandler"
+    HEALTH = "health"
+    CLIENT_PAGE = "client page"
 
 
 class CredentialMode(enum.StrEnum):
@@ -81,78 +81,193 @@ class BearerSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Validated settings; see the README's configuration table for each one."""
+class ServiceSettings:
+    """The Web PubSub service the app works with, its hub, and where the credential comes from."""
 
     hub: str
     credential: CredentialMode
     endpoint: str  # scheme://host[:port], lower-case, no trailing slash
-    access_key: str | None = field(repr=False)  # only with CredentialMode.CONNECTION_STRING
-    keyvault_uri: str | None
-    key_secret_name: str | None
-    keyvault_refresh_seconds: int
-    client_id: str | None
-    negotiate_auth: NegotiateAuth
-    negotiate_bearer: BearerSettings | None
-    groups: tuple[str, ...]
-    token_lifetime_minutes: int
-    event_auth: EventAuth
-    event_bearer: BearerSettings | None
-    allowed_origins: tuple[str, ...]  # the service host first, then WEBPUBSUB_ALLOWED_ORIGINS
-    max_event_body_bytes: int
-    health_deadline_seconds: float
-    health_cache_seconds: float
-    client_page_enabled: bool
+    access_key: str | None = field(default=None, repr=False)  # only with CredentialMode.CONNECTION_STRING
+    keyvault_uri: str | None = None
+    key_secret_name: str | None = None
+    keyvault_refresh_seconds: int = 300
+    client_id: str | None = None
 
     @property
     def service_host(self) -> str:
         return urlsplit(self.endpoint).hostname or ""
 
+
+@dataclass(frozen=True, slots=True)
+class GroupPolicySettings:
+    groups: tuple[str, ...] = ("chat",)
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiateSettings:
+    auth: NegotiateAuth
+    bearer: BearerSettings | None = None
+    token_lifetime_minutes: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class EventHandlerSettings:
+    auth: EventAuth
+    bearer: BearerSettings | None
+    extra_origins: tuple[str, ...] = ()  # WEBPUBSUB_ALLOWED_ORIGINS; the service host is always allowed
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    deadline_seconds: float = 2.0
+    cache_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPageSettings:
+    enabled: bool = True
+
+
+class Settings:
+    """Every concern's settings, each either valid or the ConfigError that names its bad setting.
+
+    Reading a concern whose settings are invalid raises that ConfigError, so only the routes that
+    need it fail. Health is the exception: it must always answer, so invalid health settings read as
+    the defaults (and the error is still listed in `problems`).
+    """
+
+    __slots__ = ("_client_page", "_event_handler", "_group_policy", "_health", "_negotiate", "_service")
+
+    def __init__(
+        self,
+        *,
+        service: ServiceSettings | ConfigError,
+        group_policy: GroupPolicySettings | ConfigError,
+        negotiate: NegotiateSettings | ConfigError,
+        event_handler: EventHandlerSettings | ConfigError,
+        health: HealthSettings | ConfigError,
+        client_page: ClientPageSettings | ConfigError,
+    ):
+        self._service = service
+        self._group_policy = group_policy
+        self._negotiate = negotiate
+        self._event_handler = event_handler
+        self._health = health
+        self._client_page = client_page
+
+    @property
+    def service(self) -> ServiceSettings:
+        return _valid(self._service)
+
+    @property
+    def group_policy(self) -> GroupPolicySettings:
+        return _valid(self._group_policy)
+
+    @property
+    def negotiate(self) -> NegotiateSettings:
+        return _valid(self._negotiate)
+
+    @property
+    def event_handler(self) -> EventHandlerSettings:
+        return _valid(self._event_handler)
+
+    @property
+    def health(self) -> HealthSettings:
+        return self._health if isinstance(self._health, HealthSettings) else HealthSettings()
+
+    @property
+    def client_page(self) -> ClientPageSettings:
+        return _valid(self._client_page)
+
+    @property
+    def problems(self) -> dict[Concern, ConfigError]:
+        """The invalid concerns, each with the error naming its first bad setting."""
+        sections = {
+            Concern.SERVICE: self._service,
+            Concern.GROUP_POLICY: self._group_policy,
+            Concern.NEGOTIATE: self._negotiate,
+            Concern.EVENT_HANDLER: self._event_handler,
+            Concern.HEALTH: self._health,
+            Concern.CLIENT_PAGE: self._client_page,
+        }
+        return {concern: value for concern, value in sections.items() if isinstance(value, ConfigError)}
+
+    def check(self) -> Settings:
+        """Raise the first problem, if any: for callers that need every concern valid (tests, infra checks)."""
+        for error in self.problems.values():
+            raise error
+        return self
+
     @property
     def development_shortcuts(self) -> tuple[str, ...]:
         """Development-only choices in effect; logged at start-up and listed by /api/health."""
         found = []
-        if self.credential is CredentialMode.CONNECTION_STRING:
+        if isinstance(self._service, ServiceSettings) and self._service.credential is CredentialMode.CONNECTION_STRING:
             found.append(
                 "WEBPUBSUB_CREDENTIAL=connectionstring keeps the access key in an app setting; "
                 "use keyvault or entra in production"
             )
-        if self.negotiate_auth is NegotiateAuth.ANONYMOUS:
+        if isinstance(self._negotiate, NegotiateSettings) and self._negotiate.auth is NegotiateAuth.ANONYMOUS:
             found.append("NEGOTIATE_AUTH=anonymous lets every caller choose its own user id")
-        if self.event_auth is EventAuth.NONE:
+        if isinstance(self._event_handler, EventHandlerSettings) and self._event_handler.auth is EventAuth.NONE:
             found.append("EVENTHANDLER_AUTH=none accepts events without proof that they come from the service")
         return tuple(found)
 
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{name}={getattr(self, '_' + name)!r}"
+            for name in ("service", "group_policy", "negotiate", "event_handler", "health", "client_page")
+        )
+        return f"Settings({parts})"
 
-# Every public setting the app reads; infra and the diagnostics command check against it.
-SETTING_NAMES = frozenset(
-    {
-        "WEBPUBSUB_HUB",
-        "WEBPUBSUB_CREDENTIAL",
-        "WEBPUBSUB_CONNECTION_STRING",
-        "WEBPUBSUB_ENDPOINT",
-        "KEYVAULT_URI",
-        "WEBPUBSUB_KEY_SECRET_NAME",
-        "KEYVAULT_REFRESH_SECONDS",
-        "AZURE_CLIENT_ID",
-        "NEGOTIATE_AUTH",
-        "NEGOTIATE_BEARER_ISSUER",
-        "NEGOTIATE_BEARER_AUDIENCE",
-        "NEGOTIATE_BEARER_JWKS_URI",
-        "NEGOTIATE_GROUPS",
-        "TOKEN_LIFETIME_MINUTES",
-        "EVENTHANDLER_AUTH",
-        "EVENTHANDLER_BEARER_ISSUER",
-        "EVENTHANDLER_BEARER_AUDIENCE",
-        "EVENTHANDLER_BEARER_JWKS_URI",
-        "EVENTHANDLER_BEARER_PRINCIPAL_ID",
-        "WEBPUBSUB_ALLOWED_ORIGINS",
-        "EVENTHANDLER_MAX_BODY_BYTES",
-        "HEALTH_DEADLINE_SECONDS",
-        "HEALTH_CACHE_SECONDS",
-        "CLIENT_PAGE_ENABLED",
-    }
-)
+
+def _valid(section: _Section | ConfigError) -> _Section:
+    if isinstance(section, ConfigError):
+        raise section
+    return section
+
+
+# The settings each concern reads; infra and the diagnostics command check against them.
+SETTINGS_BY_CONCERN: Mapping[Concern, frozenset[str]] = {
+    Concern.SERVICE: frozenset(
+        {
+            "WEBPUBSUB_HUB",
+            "WEBPUBSUB_CREDENTIAL",
+            "WEBPUBSUB_CONNECTION_STRING",
+            "WEBPUBSUB_ENDPOINT",
+            "KEYVAULT_URI",
+            "WEBPUBSUB_KEY_SECRET_NAME",
+            "KEYVAULT_REFRESH_SECONDS",
+            "AZURE_CLIENT_ID",
+        }
+    ),
+    Concern.GROUP_POLICY: frozenset({"NEGOTIATE_GROUPS"}),
+    Concern.NEGOTIATE: frozenset(
+        {
+            "NEGOTIATE_AUTH",
+            "NEGOTIATE_BEARER_ISSUER",
+            "NEGOTIATE_BEARER_AUDIENCE",
+            "NEGOTIATE_BEARER_JWKS_URI",
+            "TOKEN_LIFETIME_MINUTES",
+        }
+    ),
+    Concern.EVENT_HANDLER: frozenset(
+        {
+            "EVENTHANDLER_AUTH",
+            "EVENTHANDLER_BEARER_ISSUER",
+            "EVENTHANDLER_BEARER_AUDIENCE",
+            "EVENTHANDLER_BEARER_JWKS_URI",
+            "EVENTHANDLER_BEARER_PRINCIPAL_ID",
+            "WEBPUBSUB_ALLOWED_ORIGINS",
+            "EVENTHANDLER_MAX_BODY_BYTES",
+        }
+    ),
+    Concern.HEALTH: frozenset({"HEALTH_DEADLINE_SECONDS", "HEALTH_CACHE_SECONDS"}),
+    Concern.CLIENT_PAGE: frozenset({"CLIENT_PAGE_ENABLED"}),
+}
+# Every public setting the app reads.
+SETTING_NAMES = frozenset().union(*SETTINGS_BY_CONCERN.values())
 
 # Set by the platform (not by users) when App Service Authentication is on; the app only trusts
 # the X-MS-CLIENT-PRINCIPAL-* headers then, because only then does the platform strip forged copies.
@@ -172,6 +287,10 @@ class _Reader:
         value = value.strip()
         return value or None
 
+    def raw(self, name: str) -> str | None:
+        """The value as set, untrimmed: for settings where an empty value means "none"."""
+        return self._environ.get(name)
+
     def require(self, name: str, why: str) -> str:
         value = self.get(name)
         if value is None:
@@ -188,7 +307,7 @@ class _Reader:
         try:
             return enum_type(raw.lower())
         except ValueError:
-            raise ConfigError(name, f"must be one of {allowed}, not {_quoted(raw)}") from None
+            raise ConfigError(name, f"must be one of {allowed}", value=raw) from None
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.get(name)
@@ -197,9 +316,9 @@ class _Reader:
         try:
             value = int(raw)
         except ValueError:
-            raise ConfigError(name, f"must be a whole number from {low} to {high}, not {_quoted(raw)}") from None
+            raise ConfigError(name, f"must be a whole number from {low} to {high}", value=raw) from None
         if not low <= value <= high:
-            raise ConfigError(name, f"must be from {low} to {high}, not {value}")
+            raise ConfigError(name, f"must be from {low} to {high}", value=raw)
         return value
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
@@ -209,9 +328,9 @@ class _Reader:
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(name, f"must be a number from {low:g} to {high:g}, not {_quoted(raw)}") from None
+            raise ConfigError(name, f"must be a number from {low:g} to {high:g}", value=raw) from None
         if not low <= value <= high:  # also rejects NaN
-            raise ConfigError(name, f"must be from {low:g} to {high:g}, not {raw}")
+            raise ConfigError(name, f"must be from {low:g} to {high:g}", value=raw)
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -223,7 +342,7 @@ class _Reader:
             return True
         if lowered in {"false", "0", "no", "off"}:
             return False
-        raise ConfigError(name, f"must be true or false, not {_quoted(raw)}")
+        raise ConfigError(name, "must be true or false", value=raw)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -349,10 +468,9 @@ def _keyvault_uri(reader: _Reader) -> str:
     return f"https://{parts.netloc.lower()}/"
 
 
-def _allowed_origins(reader: _Reader, service_host: str) -> tuple[str, ...]:
-    origins = [service_host]
-    raw = reader.get("WEBPUBSUB_ALLOWED_ORIGINS")
-    for item in (raw or "").split(","):
+def _extra_origins(reader: _Reader) -> tuple[str, ...]:
+    origins: list[str] = []
+    for item in (reader.get("WEBPUBSUB_ALLOWED_ORIGINS") or "").split(","):
         host = item.strip().lower()
         if not host:
             continue
@@ -363,17 +481,23 @@ def _allowed_origins(reader: _Reader, service_host: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Validate `environ` into Settings; raises ConfigError naming the first bad setting."""
-    reader = _Reader(environ)
+def _app_service_auth_enabled(reader: _Reader) -> bool:
+    return (reader.get(APP_SERVICE_AUTH_FLAG) or "").lower() == "true"
 
+
+NOT_BEHIND_APP_SERVICE_AUTH = (
+    "requires App Service Authentication, which is off here (the platform sets "
+    f"{APP_SERVICE_AUTH_FLAG}=true when it is on); without it the principal headers could be forged"
+)
+
+
+def load_service(reader: _Reader) -> ServiceSettings:
     hub = reader.get("WEBPUBSUB_HUB") or "chat"
     if not HUB_PATTERN.fullmatch(hub):
         raise ConfigError(
             "WEBPUBSUB_HUB",
             "must start with a letter and hold at most 128 letters, digits and _`,.[] characters",
         )
-
     credential = reader.choice("WEBPUBSUB_CREDENTIAL", CredentialMode, None)
     access_key: str | None = None
     keyvault_uri: str | None = None
@@ -390,45 +514,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         secret_name = reader.require("WEBPUBSUB_KEY_SECRET_NAME", "when WEBPUBSUB_CREDENTIAL=keyvault")
         if not SECRET_NAME_PATTERN.fullmatch(secret_name):
             raise ConfigError("WEBPUBSUB_KEY_SECRET_NAME", "must be 1-127 letters, digits and dashes")
-
-    app_service_auth = (reader.get(APP_SERVICE_AUTH_FLAG) or "").lower() == "true"
-    not_behind_auth = (
-        "requires App Service Authentication, which is off here (the platform sets "
-        f"{APP_SERVICE_AUTH_FLAG}=true when it is on); without it the principal headers could be forged"
-    )
-
-    negotiate_auth = reader.choice("NEGOTIATE_AUTH", NegotiateAuth, NegotiateAuth.APP_SERVICE)
-    negotiate_bearer = None
-    if negotiate_auth is NegotiateAuth.APP_SERVICE and not app_service_auth:
-        raise ConfigError(
-            "NEGOTIATE_AUTH",
-            f"=appservice (the default) {not_behind_auth}. Enable it, or choose bearer "
-            "(or anonymous for local development)",
-        )
-    if negotiate_auth is NegotiateAuth.BEARER:
-        negotiate_bearer = _bearer(reader, "NEGOTIATE_BEARER", "NEGOTIATE_AUTH")
-
-    default_event_auth = None if credential is CredentialMode.ENTRA else EventAuth.SIGNATURE
-    event_auth = reader.choice(
-        "EVENTHANDLER_AUTH",
-        EventAuth,
-        default_event_auth,
-        " with WEBPUBSUB_CREDENTIAL=entra (the app holds no key to check signatures)",
-    )
-    event_bearer = None
-    if event_auth is EventAuth.SIGNATURE and credential is CredentialMode.ENTRA:
-        raise ConfigError(
-            "EVENTHANDLER_AUTH", "=signature needs an access key, which entra mode does not have; use bearer"
-        )
-    if event_auth is EventAuth.BEARER:
-        event_bearer = _bearer(reader, "EVENTHANDLER_BEARER", "EVENTHANDLER_AUTH")
-    if event_auth is EventAuth.APP_SERVICE and not app_service_auth:
-        raise ConfigError("EVENTHANDLER_AUTH", f"=appservice {not_behind_auth}")
-
-    client_id = reader.get("AZURE_CLIENT_ID")
-    service_host = urlsplit(endpoint).hostname or ""
-
-    return Settings(
+    return ServiceSettings(
         hub=hub,
         credential=credential,
         endpoint=endpoint,
@@ -436,46 +522,91 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         keyvault_uri=keyvault_uri,
         key_secret_name=secret_name,
         keyvault_refresh_seconds=reader.integer("KEYVAULT_REFRESH_SECONDS", 300, 5, 86400),
-        client_id=client_id,
-        negotiate_auth=negotiate_auth,
-        negotiate_bearer=negotiate_bearer,
-        groups=parse_groups(environ.get("NEGOTIATE_GROUPS")),
-        token_lifetime_minutes=reader.integer("TOKEN_LIFETIME_MINUTES", 60, 1, 1440),
-        event_auth=event_auth,
-        event_bearer=event_bearer,
-        allowed_origins=_allowed_origins(reader, service_host),
-        max_event_body_bytes=reader.integer("EVENTHANDLER_MAX_BODY_BYTES", 1024 * 1024, 1024, 16 * 1024 * 1024),
-        health_deadline_seconds=reader.number("HEALTH_DEADLINE_SECONDS", 2.0, 0.1, 30.0),
-        health_cache_seconds=reader.number("HEALTH_CACHE_SECONDS", 10.0, 0.0, 300.0),
-        client_page_enabled=reader.flag("CLIENT_PAGE_ENABLED", True),
+        client_id=reader.get("AZURE_CLIENT_ID"),
     )
 
 
-_lock = threading.Lock()
-_loaded: Settings | ConfigError | None = None
+def load_negotiate(reader: _Reader) -> NegotiateSettings:
+    auth = reader.choice("NEGOTIATE_AUTH", NegotiateAuth, NegotiateAuth.APP_SERVICE)
+    bearer = None
+    if auth is NegotiateAuth.APP_SERVICE and not _app_service_auth_enabled(reader):
+        raise ConfigError(
+            "NEGOTIATE_AUTH",
+            f"=appservice (the default) {NOT_BEHIND_APP_SERVICE_AUTH}. Enable it, or choose bearer "
+            "(or anonymous for local development)",
+        )
+    if auth is NegotiateAuth.BEARER:
+        bearer = _bearer(reader, "NEGOTIATE_BEARER", "NEGOTIATE_AUTH")
+    return NegotiateSettings(
+        auth=auth,
+        bearer=bearer,
+        token_lifetime_minutes=reader.integer("TOKEN_LIFETIME_MINUTES", 60, 1, 1440),
+    )
 
 
-def get_settings() -> Settings:
-    """Settings from the process environment, loaded once; a ConfigError is remembered too."""
-    global _loaded
-    if _loaded is None:
-        with _lock:
-            if _loaded is None:
-                try:
-                    _loaded = load_settings(os.environ)
-                except ConfigError as error:
-                    logger.error("Configuration is invalid: %s", error.log_message)
-                    _loaded = error
-                else:
-                    for shortcut in _loaded.development_shortcuts:
-                        logger.warning("Development-only setting in use: %s", shortcut)
-    if isinstance(_loaded, ConfigError):
-        raise ConfigError(_loaded.setting, _loaded.reason)
-    return _loaded
+def load_group_policy(reader: _Reader) -> GroupPolicySettings:
+    return GroupPolicySettings(groups=parse_groups(reader.raw("NEGOTIATE_GROUPS")))
 
 
-def reset_settings() -> None:
-    """Forget the loaded settings (tests, and the local host after it loads local.settings.json)."""
-    global _loaded
-    with _lock:
-        _loaded = None
+def _credential_mode(reader: _Reader) -> CredentialMode | None:
+    """WEBPUBSUB_CREDENTIAL when it is valid, for the defaults other concerns derive from it."""
+    raw = (reader.get("WEBPUBSUB_CREDENTIAL") or "").lower()
+    return CredentialMode(raw) if raw in set(CredentialMode) else None
+
+
+def load_event_handler(reader: _Reader) -> EventHandlerSettings:
+    credential = _credential_mode(reader)
+    # Without a valid credential mode the event handler fails on the service's own error anyway.
+    default_auth = None if credential is CredentialMode.ENTRA else EventAuth.SIGNATURE
+    auth = reader.choice(
+        "EVENTHANDLER_AUTH",
+        EventAuth,
+        default_auth,
+        " with WEBPUBSUB_CREDENTIAL=entra (the app holds no key to check signatures)",
+    )
+    bearer = None
+    if auth is EventAuth.SIGNATURE and credential is CredentialMode.ENTRA:
+        raise ConfigError(
+            "EVENTHANDLER_AUTH", "=signature needs an access key, which entra mode does not have; use bearer"
+        )
+    if auth is EventAuth.BEARER:
+        bearer = _bearer(reader, "EVENTHANDLER_BEARER", "EVENTHANDLER_AUTH")
+    if auth is EventAuth.APP_SERVICE and not _app_service_auth_enabled(reader):
+        raise ConfigError("EVENTHANDLER_AUTH", f"=appservice {NOT_BEHIND_APP_SERVICE_AUTH}")
+    return EventHandlerSettings(
+        auth=auth,
+        bearer=bearer,
+        extra_origins=_extra_origins(reader),
+        max_body_bytes=reader.integer("EVENTHANDLER_MAX_BODY_BYTES", 1024 * 1024, 1024, 16 * 1024 * 1024),
+    )
+
+
+def load_health(reader: _Reader) -> HealthSettings:
+    return HealthSettings(
+        deadline_seconds=reader.number("HEALTH_DEADLINE_SECONDS", 2.0, 0.1, 30.0),
+        cache_seconds=reader.number("HEALTH_CACHE_SECONDS", 10.0, 0.0, 300.0),
+    )
+
+
+def load_client_page(reader: _Reader) -> ClientPageSettings:
+    return ClientPageSettings(enabled=reader.flag("CLIENT_PAGE_ENABLED", True))
+
+
+def _section(load: Callable[[_Reader], _Section], reader: _Reader) -> _Section | ConfigError:
+    try:
+        return load(reader)
+    except ConfigError as error:
+        return error
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Validate `environ`, each concern on its own; never raises (a concern's error is raised on use)."""
+    reader = _Reader(environ)
+    return Settings(
+        service=_section(load_service, reader),
+        group_policy=_section(load_group_policy, reader),
+        negotiate=_section(load_negotiate, reader),
+        event_handler=_section(load_event_handler, reader),
+        health=_section(load_health, reader),
+        client_page=_section(load_client_page, reader),
+    )

@@ -94,16 +94,46 @@ class DependencyUnavailable(AppError):
 
 
 class ConfigError(AppError):
-    """A setting is missing or invalid; names the setting so the fix is obvious."""
+    """A setting is missing or invalid; names the setting so the fix is obvious.
+
+    `value` is the rejected value, if any. It is quoted in `log_message` (the operator's log) to make
+    typos obvious, and never in `detail` or the public message, which anyone may read: a value in
+    the wrong setting may be a secret.
+    """
 
     status = 500
     default_code = "configuration_error"
 
-    def __init__(self, setting: str, reason: str):
+    def __init__(self, setting: str, reason: str, *, value: str | None = None):
         super().__init__(f"{setting}: {reason}")
         self.setting = setting
         self.reason = reason
+        self.value = value
 
     @property
     def public_message(self) -> str:
         return "The app is misconfigured; its log names the setting to fix."
+
+    @property
+    def detail(self) -> str:
+        """The setting and the rule, without the value: safe for /api/health's anonymous body."""
+        suffix = " (the value is quoted in the app's log)" if self.value is not None else ""
+        return f"{self.setting}: {self.reason}{suffix}"
+
+    @property
+    def log_message(self) -> str:
+        if self.value is None:
+            return f"{self.setting}: {self.reason}"
+        return f"{self.setting}: {self.reason}, not {quoted(self.value)}"
+
+
+# A longer value is no typo of a mode, number or flag, and may be a key or connection string
+# pasted into the wrong setting: the log gives its length only.
+MAX_QUOTED_VALUE_LENGTH = 24
+
+
+def quoted(raw: str) -> str:
+    """A rejected setting value as the log shows it."""
+    if len(raw) <= MAX_QUOTED_VALUE_LENGTH and raw.isprintable():
+        return repr(raw)
+    return f"a value of {len(raw)} characters (not shown: it may be a secret meant for another setting)"

@@ -36,7 +36,6 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,7 +45,7 @@ from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from shared import __version__
-from shared.config import CredentialMode, Settings
+from shared.config import Concern, CredentialMode, HealthSettings, Settings
 from shared.errors import ConfigError, DependencyUnavailable
 from shared.runtime import Runtime, get_runtime
 from shared.tokens import KeyVaultTokenSource, TokenSource, describe_azure_error
@@ -279,14 +278,16 @@ def build_checks(runtime: Runtime, http: HttpProbe, identity: TokenCredential | 
 
     `identity` replaces the credential the entra probe builds for itself (see identity_probe_credential).
     """
-    settings = runtime.settings
+    if Concern.SERVICE in runtime.settings.problems:
+        return ()  # nothing to probe without an endpoint and a credential: the configuration check says why
+    settings = runtime.settings.service
 
     def token_source() -> TokenSource:
         return runtime.token_source
 
     checks = [Check("webpubsub", partial(probe_service, http, settings.endpoint))]
     if settings.credential is CredentialMode.ENTRA:
-        timeout = settings.health_deadline_seconds * PROBE_TIMEOUT_SHARE
+        timeout = runtime.settings.health.deadline_seconds * PROBE_TIMEOUT_SHARE
         provider: Callable[[], TokenCredential] = (
             (lambda: identity)
             if identity is not None
@@ -347,10 +348,11 @@ class HealthMonitor:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.runtime = runtime
-        self._settings: Settings = runtime.settings
+        self._all_settings: Settings = runtime.settings
+        self._settings: HealthSettings = runtime.settings.health
         self._checks = build_checks(runtime, http or HttpProbe(), identity)
         # One worker per check is enough: a check never has two probes running (see _start).
-        self._executor = ThreadPoolExecutor(max_workers=len(self._checks), thread_name_prefix="health-probe")
+        self._executor = ThreadPoolExecutor(max_workers=max(1, len(self._checks)), thread_name_prefix="health-probe")
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: HealthReport | None = None
@@ -364,7 +366,7 @@ class HealthMonitor:
         """The cached report if fresh, else the one round in flight, else a new round run here."""
         with self._lock:
             cached = self._cached
-            if cached is not None and self._clock() - self._cached_at < self._settings.health_cache_seconds:
+            if cached is not None and self._clock() - self._cached_at < self._settings.cache_seconds:
                 return cached
             flight = self._in_flight
             if flight is None:
@@ -411,7 +413,7 @@ class HealthMonitor:
 
     def _round(self) -> HealthReport:
         self.rounds += 1
-        deadline = self._settings.health_deadline_seconds
+        deadline = self._settings.deadline_seconds
         started = time.monotonic()
         running = {check.name: self._start(check, deadline * PROBE_TIMEOUT_SHARE) for check in self._checks}
         wait([probe.future for probe in running.values()], timeout=deadline)
@@ -421,8 +423,13 @@ class HealthMonitor:
         return self._report(results)
 
     def _configuration_result(self) -> CheckResult:
-        settings = self._settings
-        detail = f"settings are valid (WEBPUBSUB_CREDENTIAL={settings.credential.value}, hub {settings.hub!r})"
+        """Healthy when every concern's settings are valid, else each bad setting by name (never its value)."""
+        problems = self._all_settings.problems
+        if problems:
+            detail = "; ".join(error.detail for error in problems.values())
+            return CheckResult(Status.UNHEALTHY, 0, detail)
+        service = self._all_settings.service
+        detail = f"settings are valid (WEBPUBSUB_CREDENTIAL={service.credential.value}, hub {service.hub!r})"
         return CheckResult(Status.HEALTHY, 0, detail)
 
     def _collect(self, check: Check, running: _Running, started: float, deadline: float) -> CheckResult:
@@ -448,8 +455,8 @@ class HealthMonitor:
         return HealthReport(
             status=worst([result.status for result in results.values()]),
             checks=results,
-            warnings=self._settings.development_shortcuts,
-            retry_after_seconds=max(1, math.ceil(self._settings.health_cache_seconds)),
+            warnings=self._all_settings.development_shortcuts,
+            retry_after_seconds=max(1, math.ceil(self._settings.cache_seconds)),
         )
 
     def _log_change(self, report: HealthReport) -> None:
@@ -469,56 +476,8 @@ def _milliseconds(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
-# Where config.py quotes the rejected value ("must be one of a, b, not 'x'"), always last.
-_QUOTED_VALUE = re.compile(r", not .*\Z", re.DOTALL)
-
-
-def configuration_failed(error: ConfigError, duration_ms: int = 0) -> HealthReport:
-    """Without valid settings nothing else can be probed: the report names the setting to fix.
-
-    The setting and the rule, not the value: anyone can read this, and a value in the wrong setting
-    may be a secret. The log (config.py logs the error once) quotes it for the operator.
-    """
-    reason, hidden = _QUOTED_VALUE.subn("", error.reason)
-    detail = f"{error.setting}: {reason}" + (" (the value is quoted in the app's log)" if hidden else "")
-    result = CheckResult(Status.UNHEALTHY, duration_ms, detail)
-    return HealthReport(status=Status.UNHEALTHY, checks={"configuration": result})
-
-
-_lock = threading.Lock()
-_monitor: HealthMonitor | None = None
-
-
-def monitor_for(runtime: Runtime) -> HealthMonitor:
-    """The process's monitor, rebuilt when the runtime is replaced (new settings, tests)."""
-    global _monitor
-    with _lock:
-        if _monitor is None or _monitor.runtime is not runtime:
-            if _monitor is not None:
-                _monitor.close()
-            _monitor = HealthMonitor(runtime)
-        return _monitor
-
-
-def reset_monitor() -> None:
-    """End the process's monitor and wait for its probe threads to finish (tests, between cases).
-
-    The next report builds a new monitor from the current runtime, with an empty cache.
-    """
-    global _monitor
-    with _lock:
-        monitor, _monitor = _monitor, None
-    if monitor is not None:
-        monitor.close(wait=True)
-
-
 def current_report() -> HealthReport:
-    started = time.monotonic()
-    try:
-        runtime = get_runtime()
-    except ConfigError as error:
-        return configuration_failed(error, _milliseconds(time.monotonic() - started))
-    return monitor_for(runtime).report()
+    return get_runtime().health_monitor.report()
 
 
 def render(report: HealthReport) -> Response:

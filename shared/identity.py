@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.bearer import BearerValidator, bearer_token
-from shared.config import NegotiateAuth, Settings
+from shared.config import NegotiateAuth, NegotiateSettings
 from shared.errors import BadRequest, Unauthorized
 from shared.web import Request
 
@@ -82,10 +82,10 @@ class AnonymousCaller:
         return Caller(user_id)
 
 
-def build_identifier(settings: Settings) -> CallerIdentifier:
-    if settings.negotiate_auth is NegotiateAuth.ANONYMOUS:
+def build_identifier(settings: NegotiateSettings) -> CallerIdentifier:
+    if settings.auth is NegotiateAuth.ANONYMOUS:
         return AnonymousCaller()
-    if settings.negotiate_auth is NegotiateAuth.BEARER:
-        assert settings.negotiate_bearer is not None  # guaranteed by load_settings
-        return BearerCaller(BearerValidator(settings.negotiate_bearer))
+    if settings.auth is NegotiateAuth.BEARER:
+        assert settings.bearer is not None  # guaranteed by load_settings
+        return BearerCaller(BearerValidator(settings.bearer))
     return AppServicePrincipal()

@@ -52,8 +52,15 @@ class Negotiator:
     """Turns an authenticated request into a client access URL with least-privilege roles."""
 
     def __init__(
-        self, *, identifier: CallerIdentifier, policy: GroupPolicy, tokens: TokenSource, lifetime_minutes: int
+        self,
+        *,
+        hub: str,
+        identifier: CallerIdentifier,
+        policy: GroupPolicy,
+        tokens: TokenSource,
+        lifetime_minutes: int,
     ):
+        self._hub = hub
         self._identifier = identifier
         self._policy = policy
         self._tokens = tokens
@@ -63,7 +70,7 @@ class Negotiator:
         caller = self._identifier.identify(request)  # first: nothing else is revealed to strangers
         grant = self._policy.grant(caller.user_id, requested_groups(request))
         access = self._tokens.client_access(
-            user_id=caller.user_id, roles=grant.roles, groups=grant.join, minutes=self._lifetime_minutes
+            hub=self._hub, user_id=caller.user_id, roles=grant.roles, groups=grant.join, minutes=self._lifetime_minutes
         )
         logger.info(
             "Negotiated a client access URL for user %s: %d group(s), joining %d, valid %d min",

@@ -1,18 +1,26 @@
-"""The composition root: everything built from the settings, each piece on first use, once.
+"""The composition root and the one owner of process-wide state, each piece built on first use, once.
 
-Configuration, credentials and SDK clients are created lazily and then shared by every request of
-the process (connection pools and token caches included). Tests build a `Runtime` with their own
+Settings, credentials, SDK clients, the event loop for async handlers and the health monitor are
+created lazily and then shared by every request of the process (connection pools and token caches
+included). `reset_runtime()` forgets all of them at once. Tests build a `Runtime` with their own
 settings and collaborators and install it with `use_runtime`.
+
+Each collaborator reads only the concerns it needs (`shared.config.Concern`), so a bad negotiate
+setting raises ConfigError from `negotiator` while `events` and `health_monitor` keep working.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
+import os
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.config import CredentialMode, Settings, get_settings
-from shared.events import ChatDefaults, EventDispatcher, EventHandlers, handlers
+from shared.config import CredentialMode, ServiceSettings, Settings, load_settings
+from shared.events import EventDispatcher, EventHandlers, handlers
 from shared.identity import CallerIdentifier, build_identifier
 from shared.negotiate import Negotiator
 from shared.policy import GroupPolicy
@@ -21,6 +29,12 @@ from shared.upstream_auth import UpstreamAuthenticator, build_authenticator
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+
+    from shared.health import HealthMonitor
+
+logger = logging.getLogger(__name__)
+
+_Result = TypeVar("_Result")
 
 # azure-identity's defaults wait minutes on a managed-identity endpoint that accepts connections and
 # never answers (long reads, then retries with back-off), and per-call options do not reach its HTTP
@@ -36,8 +50,55 @@ IDENTITY_OPTIONS: dict[str, Any] = {
 }
 
 
+class AsyncRunner:
+    """One event loop in a daemon thread, so sync code (the event handler) can run `async def` handlers.
+
+    The loop lives as long as the runtime, so async SDK clients bound to it keep their connections.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="async-handlers", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def run(self, awaitable: Awaitable[_Result]) -> _Result:
+        """Run `awaitable` on the loop and wait for its result (its exception is raised here)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a coroutine on the handlers' loop cannot wait for that same loop")
+
+        async def wait_for() -> _Result:
+            return await awaitable
+
+        future: concurrent.futures.Future[_Result] = asyncio.run_coroutine_threadsafe(wait_for(), self.loop)
+        return future.result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            if not thread.is_alive():
+                loop.close()
+
+
 class Runtime:
-    """Settings plus the collaborators built from them; pass any of them in to replace it."""
+    """Settings plus the collaborators built from them; pass any of them in to replace it.
+
+    `sdk_options` go to every Web PubSub and Key Vault SDK client the runtime builds (tests pass a
+    transport there).
+    """
 
     def __init__(
         self,
@@ -49,6 +110,7 @@ class Runtime:
         policy: GroupPolicy | None = None,
         authenticator: UpstreamAuthenticator | None = None,
         registry: EventHandlers | None = None,
+        sdk_options: Mapping[str, Any] | None = None,
     ):
         self.settings = settings
         self._credential = credential
@@ -57,8 +119,11 @@ class Runtime:
         self._policy = policy
         self._authenticator = authenticator
         self._registry = registry or handlers
+        self._sdk_options = dict(sdk_options or {})
         self._negotiator: Negotiator | None = None
         self._events: EventDispatcher | None = None
+        self._health_monitor: HealthMonitor | None = None
+        self.async_runner = AsyncRunner()
         self._lock = threading.RLock()
 
     def credential(self) -> TokenCredential:
@@ -71,7 +136,7 @@ class Runtime:
                 from azure.identity import DefaultAzureCredential
 
                 self._credential = DefaultAzureCredential(
-                    managed_identity_client_id=self.settings.client_id, **IDENTITY_OPTIONS
+                    managed_identity_client_id=self.settings.service.client_id, **IDENTITY_OPTIONS
                 )
             return self._credential
 
@@ -79,32 +144,34 @@ class Runtime:
     def token_source(self) -> TokenSource:
         with self._lock:
             if self._token_source is None:
-                self._token_source = build_token_source(self.settings, self.credential)
+                self._token_source = build_token_source(self.settings.service, self.credential, self._sdk_options)
             return self._token_source
 
     @property
     def policy(self) -> GroupPolicy:
         with self._lock:
             if self._policy is None:
-                self._policy = GroupPolicy(self.settings.groups)
+                self._policy = GroupPolicy(self.settings.group_policy.groups)
             return self._policy
 
     @property
     def identifier(self) -> CallerIdentifier:
         with self._lock:
             if self._identifier is None:
-                self._identifier = build_identifier(self.settings)
+                self._identifier = build_identifier(self.settings.negotiate)
             return self._identifier
 
     @property
     def negotiator(self) -> Negotiator:
         with self._lock:
             if self._negotiator is None:
+                service = self.settings.service
                 self._negotiator = Negotiator(
+                    hub=service.hub,
                     identifier=self.identifier,
                     policy=self.policy,
                     tokens=self.token_source,
-                    lifetime_minutes=self.settings.token_lifetime_minutes,
+                    lifetime_minutes=self.settings.negotiate.token_lifetime_minutes,
                 )
             return self._negotiator
 
@@ -112,38 +179,79 @@ class Runtime:
     def authenticator(self) -> UpstreamAuthenticator:
         with self._lock:
             if self._authenticator is None:
-                self._authenticator = build_authenticator(self.settings, self.token_source)
+                self._authenticator = build_authenticator(self.settings.event_handler, lambda: self.token_source)
             return self._authenticator
 
     @property
     def events(self) -> EventDispatcher:
         with self._lock:
             if self._events is None:
+                service = self.settings.service
+                event_handler = self.settings.event_handler
                 self._events = EventDispatcher(
-                    settings=self.settings,
+                    hubs=(service.hub,),
+                    allowed_origins=tuple(dict.fromkeys((service.service_host, *event_handler.extra_origins))),
+                    max_body_bytes=event_handler.max_body_bytes,
                     authenticator=self.authenticator,
                     registry=self._registry,
-                    defaults=ChatDefaults(self.policy),
+                    policy=lambda: self.policy,
+                    run_async=self.async_runner.run,
                 )
             return self._events
 
+    @property
+    def health_monitor(self) -> HealthMonitor:
+        with self._lock:
+            if self._health_monitor is None:
+                from shared.health import HealthMonitor
 
-def build_token_source(settings: Settings, credential: Callable[[], TokenCredential]) -> TokenSource:
-    if settings.credential is CredentialMode.CONNECTION_STRING:
-        assert settings.access_key is not None  # guaranteed by load_settings
-        return KeyTokenSource(settings.endpoint, settings.hub, settings.access_key)
-    if settings.credential is CredentialMode.KEY_VAULT:
-        assert settings.keyvault_uri is not None
-        assert settings.key_secret_name is not None
+                self._health_monitor = HealthMonitor(self)
+            return self._health_monitor
+
+    def use_health_monitor(self, monitor: HealthMonitor) -> None:
+        """Replace the health monitor (tests that give it their own probes or clock)."""
+        with self._lock:
+            if self._health_monitor is not None:
+                self._health_monitor.close()
+            self._health_monitor = monitor
+
+    def close(self) -> None:
+        """End what runs in the background: the health probes (waiting for them) and the handlers' loop."""
+        with self._lock:
+            monitor, self._health_monitor = self._health_monitor, None
+        if monitor is not None:
+            monitor.close(wait=True)
+        self.async_runner.close()
+
+
+def build_token_source(
+    service: ServiceSettings,
+    credential: Callable[[], TokenCredential],
+    sdk_options: Mapping[str, Any] | None = None,
+) -> TokenSource:
+    if service.credential is CredentialMode.CONNECTION_STRING:
+        assert service.access_key is not None  # guaranteed by load_settings
+        return KeyTokenSource(service.endpoint, service.access_key, sdk_options=sdk_options)
+    if service.credential is CredentialMode.KEY_VAULT:
+        assert service.keyvault_uri is not None
+        assert service.key_secret_name is not None
         return KeyVaultTokenSource(
-            endpoint=settings.endpoint,
-            hub=settings.hub,
-            vault_uri=settings.keyvault_uri,
-            secret_name=settings.key_secret_name,
-            refresh_seconds=settings.keyvault_refresh_seconds,
+            endpoint=service.endpoint,
+            vault_uri=service.keyvault_uri,
+            secret_name=service.key_secret_name,
+            refresh_seconds=service.keyvault_refresh_seconds,
             credential_provider=credential,
+            sdk_options=sdk_options,
         )
-    return EntraTokenSource(endpoint=settings.endpoint, hub=settings.hub, credential_provider=credential)
+    return EntraTokenSource(endpoint=service.endpoint, credential_provider=credential, sdk_options=sdk_options)
+
+
+def log_settings(settings: Settings) -> None:
+    """Say once what is wrong and which development shortcuts are on: the operator's first clue."""
+    for concern, error in settings.problems.items():
+        logger.error("Configuration of %s is invalid: %s", concern.value, error.log_message)
+    for shortcut in settings.development_shortcuts:
+        logger.warning("Development-only setting in use: %s", shortcut)
 
 
 _lock = threading.Lock()
@@ -151,18 +259,31 @@ _runtime: Runtime | None = None
 
 
 def get_runtime() -> Runtime:
-    """The process-wide runtime, built on first use; raises ConfigError while settings are invalid."""
+    """The process-wide runtime, built from the environment on first use (never raises)."""
     global _runtime
-    if _runtime is None:
-        settings = get_settings()
+    runtime = _runtime
+    if runtime is None:
         with _lock:
             if _runtime is None:
+                settings = load_settings(os.environ)
+                log_settings(settings)
                 _runtime = Runtime(settings)
-    return _runtime
+            runtime = _runtime
+    return runtime
 
 
 def use_runtime(runtime: Runtime | None) -> None:
-    """Install a runtime (tests, the local host), or None to rebuild from the environment."""
+    """Install a runtime (tests, the local host), or None to rebuild from the environment on next use.
+
+    The runtime it replaces is closed: its probes and loop end, its caches are gone.
+    """
     global _runtime
     with _lock:
-        _runtime = runtime
+        previous, _runtime = _runtime, runtime
+    if previous is not None and previous is not runtime:
+        previous.close()
+
+
+def reset_runtime() -> None:
+    """Forget every process-wide cache: settings, credentials, SDK clients, the health monitor."""
+    use_runtime(None)

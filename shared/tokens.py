@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,7 +26,7 @@ from shared.config import parse_connection_string
 from shared.errors import ConfigError, DependencyUnavailable
 
 if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
+    from azure.core.credentials import AzureKeyCredential, TokenCredential
     from azure.keyvault.secrets import SecretClient
     from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
@@ -56,15 +56,46 @@ class ClientAccess:
 
 
 class TokenSource(Protocol):
-    """The one interface negotiate, the event handler and health use, whatever the credential."""
+    """The one interface negotiate, the events, health and the server-side client use, whatever the credential."""
 
-    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
-        """A client access URL for `user_id` with exactly these roles, joining `groups` at connect."""
+    def client_access(
+        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+    ) -> ClientAccess:
+        """A client access URL for `user_id` on `hub` with exactly these roles, joining `groups` at connect."""
         ...
 
     def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
         """The access keys events are signed with (none in entra mode); `refresh` re-reads them."""
         ...
+
+    def service_client(self, hub: str) -> WebPubSubServiceClient:
+        """The SDK client token issuing uses for `hub`; the app's own REST calls share it (and its credential)."""
+        ...
+
+
+class _ClientsByHub:
+    """One SDK client per hub, built on first use from one credential, then shared by every request."""
+
+    def __init__(self, endpoint: str, credential: Callable[[], Any], sdk_options: Mapping[str, Any]):
+        self._endpoint = endpoint
+        self._credential = credential
+        self._options = {**SDK_CLIENT_OPTIONS, **sdk_options}
+        self._clients: dict[str, WebPubSubServiceClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, hub: str) -> WebPubSubServiceClient:
+        client = self._clients.get(hub)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(hub)
+                if client is None:
+                    from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+                    client = WebPubSubServiceClient(
+                        endpoint=self._endpoint, hub=hub, credential=self._credential(), **self._options
+                    )
+                    self._clients[hub] = client
+        return client
 
 
 def describe_azure_error(error: BaseException) -> str:
@@ -80,38 +111,38 @@ def _now() -> datetime:
 
 
 class KeyTokenSource:
-    """HS256 tokens signed locally with an access key (connectionstring mode, and Key Vault's key)."""
+    """HS256 tokens signed locally with an access key (connectionstring mode, and Key Vault's key).
 
-    def __init__(self, endpoint: str, hub: str, key: str):
+    `sdk_options` go to the SDK clients it builds (tests pass a transport).
+    """
+
+    def __init__(self, endpoint: str, key: str, *, sdk_options: Mapping[str, Any] | None = None):
         self._endpoint = endpoint
-        self._hub = hub
         self._key = key
-        self._client: WebPubSubServiceClient | None = None
-        self._lock = threading.Lock()
+        self._sdk_options = dict(sdk_options or {})
+        self._credential: AzureKeyCredential | None = None
+        self._clients = _ClientsByHub(endpoint, self._key_credential, self._sdk_options)
 
     @property
     def key(self) -> str:
         return self._key
 
-    def _service_client(self) -> WebPubSubServiceClient:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    from azure.core.credentials import AzureKeyCredential
-                    from azure.messaging.webpubsubservice import WebPubSubServiceClient
+    def _key_credential(self) -> AzureKeyCredential:
+        if self._credential is None:
+            from azure.core.credentials import AzureKeyCredential
 
-                    self._client = WebPubSubServiceClient(
-                        endpoint=self._endpoint,
-                        hub=self._hub,
-                        credential=AzureKeyCredential(self._key),
-                        **SDK_CLIENT_OPTIONS,
-                    )
-        return self._client
+            self._credential = AzureKeyCredential(self._key)
+        return self._credential
 
-    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+    def service_client(self, hub: str) -> WebPubSubServiceClient:
+        return self._clients.get(hub)
+
+    def client_access(
+        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+    ) -> ClientAccess:
         # Taken before signing, so the reported expiry is never later than the token's `exp`.
         issued = _now()
-        result = self._service_client().get_client_access_token(
+        result = self.service_client(hub).get_client_access_token(
             user_id=user_id, roles=list(roles), groups=list(groups), minutes_to_expire=minutes
         )
         return ClientAccess(
@@ -170,18 +201,18 @@ class KeyVaultTokenSource:
         self,
         *,
         endpoint: str,
-        hub: str,
         vault_uri: str,
         secret_name: str,
         refresh_seconds: float,
         credential_provider: CredentialProvider,
         secret_client_factory: Callable[[], SecretClient] | None = None,
+        sdk_options: Mapping[str, Any] | None = None,
         retry_seconds: float = 5.0,
         forced_refresh_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._endpoint = endpoint
-        self._hub = hub
+        self._sdk_options = dict(sdk_options or {})
         self._vault_uri = vault_uri
         self._secret_name = secret_name
         self._refresh_seconds = refresh_seconds
@@ -237,7 +268,7 @@ class KeyVaultTokenSource:
         if self._signer is None or self._signer.key != key:
             if self._signer is not None:
                 logger.info("The Web PubSub access key in Key Vault changed; issuing with the new key")
-            self._signer = KeyTokenSource(self._endpoint, self._hub, key)
+            self._signer = KeyTokenSource(self._endpoint, key, sdk_options=self._sdk_options)
         self._read_at = self._attempted_at
         self._last_error = None
 
@@ -275,8 +306,14 @@ class KeyVaultTokenSource:
             assert self._signer is not None  # _read either set it or raised
             return self._signer
 
-    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
-        return self._current().client_access(user_id=user_id, roles=roles, groups=groups, minutes=minutes)
+    def client_access(
+        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+    ) -> ClientAccess:
+        return self._current().client_access(hub=hub, user_id=user_id, roles=roles, groups=groups, minutes=minutes)
+
+    def service_client(self, hub: str) -> WebPubSubServiceClient:
+        """The current key's client: after a rotation, calls use the new key at once."""
+        return self._current().service_client(hub)
 
     def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
         if (
@@ -316,46 +353,32 @@ class KeyVaultTokenSource:
 
 
 class EntraTokenSource:
-    """Tokens from the service's generateToken API, authorized by the app's managed identity."""
+    """Tokens from the service's generateToken API, authorized by the app's managed identity.
+
+    `sdk_options` go to the SDK clients it builds (tests pass a transport).
+    """
 
     def __init__(
         self,
         *,
         endpoint: str,
-        hub: str,
         credential_provider: CredentialProvider,
-        client_factory: Callable[[], WebPubSubServiceClient] | None = None,
+        sdk_options: Mapping[str, Any] | None = None,
     ):
         self._endpoint = endpoint
-        self._hub = hub
-        self._credential_provider = credential_provider
-        self._client_factory = client_factory
-        self._client: WebPubSubServiceClient | None = None
-        self._lock = threading.Lock()
+        self._clients = _ClientsByHub(endpoint, credential_provider, sdk_options or {})
 
-    def _service_client(self) -> WebPubSubServiceClient:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    if self._client_factory is not None:
-                        self._client = self._client_factory()
-                    else:
-                        from azure.messaging.webpubsubservice import WebPubSubServiceClient
+    def service_client(self, hub: str) -> WebPubSubServiceClient:
+        return self._clients.get(hub)
 
-                        self._client = WebPubSubServiceClient(
-                            endpoint=self._endpoint,
-                            hub=self._hub,
-                            credential=self._credential_provider(),
-                            **SDK_CLIENT_OPTIONS,
-                        )
-        return self._client
-
-    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+    def client_access(
+        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+    ) -> ClientAccess:
         from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
         issued = _now()
         try:
-            result = self._service_client().get_client_access_token(
+            result = self.service_client(hub).get_client_access_token(
                 user_id=user_id,
                 roles=list(roles),
                 groups=list(groups),

@@ -8,10 +8,11 @@ refuses an event it cannot authenticate with 401.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from shared.bearer import BearerValidator, bearer_token
-from shared.config import EventAuth, Settings
+from shared.config import EventAuth, EventHandlerSettings
 from shared.errors import Unauthorized
 from shared.identity import PRINCIPAL_ID_HEADER
 from shared.protocol import ConnectionContext, is_signature_valid
@@ -37,15 +38,16 @@ class SignatureCheck:
     On a mismatch the keys are re-read once (Key Vault rotation) before the event is refused.
     """
 
-    def __init__(self, tokens: TokenSource):
+    def __init__(self, tokens: Callable[[], TokenSource]):
         self._tokens = tokens
 
     def authenticate(self, request: Request, context: ConnectionContext) -> None:
         if not context.signature:
             raise _refused("ce-signature is missing")
-        if is_signature_valid(context.connection_id, context.signature, self._tokens.access_keys()):
+        tokens = self._tokens()
+        if is_signature_valid(context.connection_id, context.signature, tokens.access_keys()):
             return
-        if is_signature_valid(context.connection_id, context.signature, self._tokens.access_keys(refresh=True)):
+        if is_signature_valid(context.connection_id, context.signature, tokens.access_keys(refresh=True)):
             return
         raise _refused("ce-signature does not match the access key")
 
@@ -82,12 +84,13 @@ class NoCheck:
         return None
 
 
-def build_authenticator(settings: Settings, tokens: TokenSource) -> UpstreamAuthenticator:
-    if settings.event_auth is EventAuth.SIGNATURE:
+def build_authenticator(settings: EventHandlerSettings, tokens: Callable[[], TokenSource]) -> UpstreamAuthenticator:
+    """The check EVENTHANDLER_AUTH names; `tokens` gives the access keys (asked for on the first event)."""
+    if settings.auth is EventAuth.SIGNATURE:
         return SignatureCheck(tokens)
-    if settings.event_auth is EventAuth.BEARER:
-        assert settings.event_bearer is not None  # guaranteed by load_settings
-        return ServiceTokenCheck(BearerValidator(settings.event_bearer), settings.event_bearer.principal_id)
-    if settings.event_auth is EventAuth.APP_SERVICE:
+    if settings.auth is EventAuth.BEARER:
+        assert settings.bearer is not None  # guaranteed by load_settings
+        return ServiceTokenCheck(BearerValidator(settings.bearer), settings.bearer.principal_id)
+    if settings.auth is EventAuth.APP_SERVICE:
         return AppServiceCheck()
     return NoCheck()

@@ -11,14 +11,8 @@ import pytest
 
 import function_app
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub
-from shared import __version__, health
-from tests.conftest import http_request
-
-
-@pytest.fixture(autouse=True)
-def _no_process_monitor_left() -> Iterator[None]:
-    yield
-    health.reset_monitor()
+from shared import __version__
+from tests.support.functions import http_request
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import requests
 
-from shared.config import SETTING_NAMES, CredentialMode, Settings, is_loopback_host
+from shared.config import SETTING_NAMES, Concern, CredentialMode, ServiceSettings, Settings, is_loopback_host
 from shared.doctor.net import Unreachable, classify, run_with_deadline, send
 from shared.doctor.report import Check, Status, fail, fingerprint, ok, skip, warn
 from shared.doctor.target import AzureAccess, SettingsSource, read_keyvault_key, resolve_target
@@ -63,15 +63,31 @@ def check_setting_names(environ: Mapping[str, str]) -> Check:
     )
 
 
-def check_load(load_error: ConfigError | None, settings: Settings | None) -> Check:
-    if load_error is not None:
-        fix = _LOAD_FIXES.get(load_error.setting, f"Correct {load_error.setting}; the README describes every setting.")
-        return fail("configuration", f"the app refuses to start: {load_error.log_message}", fix)
-    assert settings is not None
+# What stops working while a concern's settings are refused.
+_BROKEN_BY: Mapping[Concern, str] = {
+    Concern.SERVICE: "every route but health",
+    Concern.GROUP_POLICY: "negotiate and connect events",
+    Concern.NEGOTIATE: "/api/negotiate",
+    Concern.EVENT_HANDLER: "/api/eventhandler",
+    Concern.HEALTH: "nothing: health uses its defaults",
+    Concern.CLIENT_PAGE: "/api/client",
+}
+
+
+def check_load(settings: Settings) -> Check:
+    """Every setting the app refuses, with what fails because of it."""
+    problems = settings.problems
+    if problems:
+        first = next(iter(problems.values()))
+        fix = _LOAD_FIXES.get(first.setting, f"Correct {first.setting}; the README describes every setting.")
+        described = "; ".join(
+            f"{error.log_message} (breaks {_BROKEN_BY[concern]})" for concern, error in problems.items()
+        )
+        return fail("configuration", f"the app refuses {described}", fix)
     return ok(
         "configuration",
-        f"loads: WEBPUBSUB_CREDENTIAL={settings.credential.value}, hub {settings.hub}, "
-        f"NEGOTIATE_AUTH={settings.negotiate_auth.value}, EVENTHANDLER_AUTH={settings.event_auth.value}",
+        f"loads: WEBPUBSUB_CREDENTIAL={settings.service.credential.value}, hub {settings.service.hub}, "
+        f"NEGOTIATE_AUTH={settings.negotiate.auth.value}, EVENTHANDLER_AUTH={settings.event_handler.auth.value}",
     )
 
 
@@ -148,7 +164,7 @@ def _dependency_failure(name: str, error: DependencyUnavailable, url: str, timeo
     return fail(name, error.detail, fix)
 
 
-def probe_service_key(settings: Settings, key: str, access: AzureAccess) -> Check:
+def probe_service_key(settings: ServiceSettings, key: str, access: AzureAccess) -> Check:
     """A signed REST call the service answers 401 to when the key is not one of the resource's keys."""
     from azure.core.credentials import AzureKeyCredential
     from azure.core.exceptions import AzureError, HttpResponseError
@@ -179,7 +195,7 @@ def probe_service_key(settings: Settings, key: str, access: AzureAccess) -> Chec
     return ok("service key", f"the service accepts the access key ({fingerprint(key)})")
 
 
-def probe_keyvault(settings: Settings, access: AzureAccess) -> tuple[Check, str | None]:
+def probe_keyvault(settings: ServiceSettings, access: AzureAccess) -> tuple[Check, str | None]:
     """Read the key the way the app does; returns the finding and the key when it was read."""
     where = f"secret {settings.key_secret_name} in {settings.keyvault_uri}"
     fix = (
@@ -197,7 +213,7 @@ def probe_keyvault(settings: Settings, access: AzureAccess) -> tuple[Check, str 
     return ok("key vault", f"read {where} ({fingerprint(key)})"), key
 
 
-def probe_identity(settings: Settings, access: AzureAccess, scope: str = SERVICE_SCOPE) -> Check:
+def probe_identity(settings: ServiceSettings, access: AzureAccess, scope: str = SERVICE_SCOPE) -> Check:
     """A token for `scope` from the app's credential: the service's in entra mode, Key Vault's in keyvault mode."""
     from azure.core.exceptions import AzureError
 
@@ -213,31 +229,20 @@ def probe_identity(settings: Settings, access: AzureAccess, scope: str = SERVICE
     return ok("identity", f"{who} got a token for {scope} (valid {minutes} min)")
 
 
-def probe_generate_token(settings: Settings, access: AzureAccess) -> Check:
+def probe_generate_token(settings: ServiceSettings, access: AzureAccess) -> Check:
     """What negotiate does in entra mode: ask the service for a client token with the identity."""
-    from azure.messaging.webpubsubservice import WebPubSubServiceClient
-
     from shared.tokens import EntraTokenSource
-
-    def client() -> WebPubSubServiceClient:
-        # No enforce_https here: azure-core reads it per request, and EntraTokenSource passes it there.
-        return WebPubSubServiceClient(
-            endpoint=settings.endpoint,
-            hub=settings.hub,
-            credential=access.credential_for(settings),
-            **access.client_options(),
-        )
 
     source = EntraTokenSource(
         endpoint=settings.endpoint,
-        hub=settings.hub,
         credential_provider=lambda: access.credential_for(settings),
-        client_factory=client,
+        sdk_options=access.client_options(),
     )
     fix = "Assign the app's identity the Web PubSub Service Owner role on the resource (Contributor is not enough)."
     try:
         run_with_deadline(
-            lambda: source.client_access(user_id=DOCTOR_USER_ID, roles=(), groups=(), minutes=1), access.deadline
+            lambda: source.client_access(hub=settings.hub, user_id=DOCTOR_USER_ID, roles=(), groups=(), minutes=1),
+            access.deadline,
         )
     except DependencyUnavailable as error:
         return _dependency_failure("generate token", error, settings.endpoint, access.timeout, fix)
@@ -249,14 +254,14 @@ def probe_generate_token(settings: Settings, access: AzureAccess) -> Check:
 def check_config(source: SettingsSource, access: AzureAccess, session: requests.Session | None = None) -> list[Check]:
     """Every check of the `config` command."""
     target = resolve_target(source)
-    settings = target.settings
-    findings = [source.describe(), check_setting_names(source.environ), check_load(target.load_error, settings)]
+    settings = target.service
+    findings = [source.describe(), check_setting_names(source.environ), check_load(target.settings)]
     if target.endpoint is None:
         findings.append(skip("service", "not probed: no endpoint could be read from the settings"))
         return findings
     findings.append(check_endpoint(target.endpoint, settings.credential if settings else None))
     if settings is not None:
-        findings.append(check_development(settings, source.production))
+        findings.append(check_development(target.settings, source.production))
     own_session = session is None
     session = session or requests.Session()
     try:

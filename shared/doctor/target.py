@@ -4,8 +4,8 @@ The app reads its settings from the environment; the Functions host fills the en
 `local.settings.json` `Values` when it runs locally. The doctor does both, with the environment
 winning as it does under Core Tools, then applies the command line (`--connection-string`,
 `--key`, `--endpoint`, `--hub`) and hands the result to `shared.config.load_settings`, the app's
-own validation. When the settings as a whole do not load (say NEGOTIATE_AUTH is wrong), `token`
-and `handler` still get the endpoint, hub and key they need from the parts that do parse.
+own validation, concern by concern: `token` and `handler` need only the service's settings (the
+endpoint, hub and key), and when even those do not load they take what parses on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.config import (
+    Concern,
     CredentialMode,
+    ServiceSettings,
     Settings,
     load_settings,
     normalize_endpoint,
@@ -168,8 +170,9 @@ class Target:
 
     endpoint: str | None
     hub: str
-    settings: Settings | None
-    load_error: ConfigError | None
+    settings: Settings  # every concern, as the app loads them
+    service: ServiceSettings | None  # None when the service's own settings do not load
+    load_error: ConfigError | None  # the service's, which decides endpoint, hub and key
     key: str | None = field(default=None, repr=False)
     key_origin: str = ""
     mode: str = ""  # WEBPUBSUB_CREDENTIAL as configured, also when the settings do not load
@@ -179,9 +182,9 @@ class Target:
         if self.key:
             where += f", key from {self.key_origin} ({fingerprint(self.key)})"
         if self.load_error is None:
+            if self.settings.problems:
+                return ok("settings", f"{where} (other settings do not load; `config` says which)")
             return ok("settings", where)
-        if self.load_error.setting not in _TARGET_SETTINGS:
-            return ok("settings", f"{where} (other settings do not load; `config` says which)")
         return warn(
             "settings",
             f"{self.load_error.log_message}; using {where}",
@@ -208,23 +211,28 @@ def _partial_target(environ: Mapping[str, str]) -> tuple[str | None, str, str | 
 
 def resolve_target(source: SettingsSource, overrides: Overrides | None = None) -> Target:
     overrides = overrides or Overrides()
-    try:
-        settings: Settings | None = load_settings(source.environ)
-        load_error = None
-    except ConfigError as error:
-        settings, load_error = None, error
+    settings = load_settings(source.environ)
+    load_error = settings.problems.get(Concern.SERVICE)
+    service = None if load_error else settings.service
     endpoint: str | None
     key: str | None
-    if settings is not None:
-        endpoint, hub, key = settings.endpoint, settings.hub, settings.access_key
+    if service is not None:
+        endpoint, hub, key = service.endpoint, service.hub, service.access_key
     else:
         endpoint, hub, key = _partial_target(source.environ)
     origin = "the connection string" if key else ""
     if overrides.key:
         key, origin = overrides.key, "--key"
-    mode = settings.credential.value if settings else (source.environ.get(_CREDENTIAL) or "").strip().lower()
+    mode = service.credential.value if service else (source.environ.get(_CREDENTIAL) or "").strip().lower()
     return Target(
-        endpoint=endpoint, hub=hub, settings=settings, load_error=load_error, key=key, key_origin=origin, mode=mode
+        endpoint=endpoint,
+        hub=hub,
+        settings=settings,
+        service=service,
+        load_error=load_error,
+        key=key,
+        key_origin=origin,
+        mode=mode,
     )
 
 
@@ -239,7 +247,7 @@ class AzureAccess:
     credential: TokenCredential | None = None
     sdk_options: Mapping[str, Any] = field(default_factory=dict)
 
-    def credential_for(self, settings: Settings) -> TokenCredential:
+    def credential_for(self, settings: ServiceSettings) -> TokenCredential:
         """The app's credential: DefaultAzureCredential, with AZURE_CLIENT_ID for a user-assigned identity."""
         if self.credential is None:
             from azure.identity import DefaultAzureCredential
@@ -257,7 +265,7 @@ class AzureAccess:
         return self.timeout * 3
 
 
-def read_keyvault_key(settings: Settings, access: AzureAccess) -> str:
+def read_keyvault_key(settings: ServiceSettings, access: AzureAccess) -> str:
     """The access key as the app reads it from Key Vault, through the app's own token source.
 
     Raises DependencyUnavailable or ConfigError as the app would, or Unreachable on the deadline.
@@ -275,7 +283,6 @@ def read_keyvault_key(settings: Settings, access: AzureAccess) -> str:
 
     source = KeyVaultTokenSource(
         endpoint=settings.endpoint,
-        hub=settings.hub,
         vault_uri=vault_uri,
         secret_name=settings.key_secret_name,
         refresh_seconds=settings.keyvault_refresh_seconds,
@@ -290,7 +297,7 @@ def signing_key(target: Target, access: AzureAccess) -> tuple[str | None, str]:
     """The access key to sign or verify with and where it came from, or None and why there is none."""
     if target.key:
         return target.key, target.key_origin
-    settings = target.settings
+    settings = target.service
     if settings is not None and settings.credential is CredentialMode.KEY_VAULT:
         try:
             return read_keyvault_key(settings, access), f"Key Vault secret {settings.key_secret_name}"

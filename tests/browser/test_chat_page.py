@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from playwright.sync_api import Page, Route, expect
 
 from shared.errors import DependencyUnavailable
@@ -230,14 +231,19 @@ class UnavailableAtFirst:
         self.real = real
         self.failures = failures
 
-    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+    def client_access(
+        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+    ) -> ClientAccess:
         if self.failures > 0:
             self.failures -= 1
             raise DependencyUnavailable("Azure Key Vault", "down on purpose", retry_after_seconds=1)
-        return self.real.client_access(user_id=user_id, roles=roles, groups=groups, minutes=minutes)
+        return self.real.client_access(hub=hub, user_id=user_id, roles=roles, groups=groups, minutes=minutes)
 
     def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
         return self.real.access_keys(refresh=refresh)
+
+    def service_client(self, hub: str) -> WebPubSubServiceClient:
+        return self.real.service_client(hub)
 
 
 def test_negotiate_503_is_told_in_words_and_the_page_connects_when_it_passes(

@@ -27,8 +27,8 @@ from devstack.host import (
     read_route_prefix,
 )
 from devstack.servers import ServerThread
-from tests.conftest import LOCAL_ENVIRON
-from tests.fakes import EMULATOR_KEY
+from tests.support.fakes import EMULATOR_KEY
+from tests.support.settings import LOCAL_ENVIRON
 from tests.test_function_app import EXPECTED
 
 # --- a fake app whose functions report what they received ---------------------------------------

@@ -32,7 +32,7 @@ from devstack.__main__ import (
     parse_arguments,
     start_stack,
 )
-from tests.fakes import EMULATOR_KEY
+from tests.support.fakes import EMULATOR_KEY
 
 
 def arguments(settings: Path, *extra: str) -> list[str]:

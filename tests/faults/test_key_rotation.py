@@ -14,8 +14,6 @@ and every token must be one the service accepts at the moment it arrives.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import secrets
 import threading
@@ -30,8 +28,9 @@ from azure.keyvault.secrets import SecretClient
 from shared.config import load_settings
 from shared.runtime import Runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
-from tests.apphost import ServedApp
-from tests.fakes import FakeAdapter, FakeCredential, FakeKeyVault, transport_for
+from tests.support.apphost import ServedApp
+from tests.support.events import sign
+from tests.support.fakes import FakeAdapter, FakeCredential, FakeKeyVault, transport_for
 
 VAULT_URI = "https://rotation.vault.azure.net/"
 SECRET = "webpubsub-access-key"
@@ -63,10 +62,7 @@ class ServiceKeys:
 
     def signature(self, connection_id: str) -> str:
         """`ce-signature` as the service sends it: one HMAC per key, comma-separated."""
-        return ",".join(
-            "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
-            for key in self.current()
-        )
+        return ",".join(sign(connection_id, key) for key in self.current())
 
     def accepts(self, token: str) -> bool:
         for key in self.current():
@@ -156,8 +152,7 @@ def test_rotating_both_keys_in_turn_fails_no_request(app: ServedApp) -> None:
         }
     )
     source = KeyVaultTokenSource(
-        endpoint=settings.endpoint,
-        hub=settings.hub,
+        endpoint=settings.service.endpoint,
         vault_uri=VAULT_URI,
         secret_name=SECRET,
         refresh_seconds=REFRESH_SECONDS,

@@ -9,8 +9,6 @@ managed-identity endpoint that refuses connections. Forged events cannot turn in
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import threading
 import time
@@ -25,9 +23,11 @@ from azure.keyvault.secrets import SecretClient
 from shared.config import load_settings
 from shared.runtime import Runtime, get_runtime, use_runtime
 from shared.tokens import SDK_CLIENT_OPTIONS, KeyVaultTokenSource
-from tests.apphost import ServedApp
-from tests.fakes import FakeCredential, FakeKeyVault
-from tests.faults.conftest import Clock, IdentityEndpoint, TimedAdapter, transport_with_timeouts
+from tests.support.apphost import ServedApp
+from tests.support.clock import Clock
+from tests.support.events import sign
+from tests.support.failing import IdentityEndpoint, TimedAdapter, transport_with_timeouts
+from tests.support.fakes import FakeCredential, FakeKeyVault
 
 VAULT_URI = "https://faults.vault.azure.net/"
 SECRET = "webpubsub-access-key"
@@ -56,11 +56,10 @@ class Vault:
             }
         )
         self.source = KeyVaultTokenSource(
-            endpoint=settings.endpoint,
-            hub=settings.hub,
+            endpoint=settings.service.endpoint,
             vault_uri=VAULT_URI,
             secret_name=SECRET,
-            refresh_seconds=settings.keyvault_refresh_seconds,
+            refresh_seconds=settings.service.keyvault_refresh_seconds,
             credential_provider=lambda: self.identity,
             secret_client_factory=lambda: SecretClient(
                 VAULT_URI, self.identity, transport=transport_with_timeouts(self.adapter, options), **options
@@ -97,7 +96,7 @@ def signed_by(token: object, key: str) -> bool:
 
 
 def event(app: ServedApp, key: str, connection_id: str = "conn-1") -> int:
-    signature = "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
+    signature = sign(connection_id, key)
     headers = {
         "ce-awpsversion": "1.0",
         "ce-type": "azure.webpubsub.user.message",
@@ -139,7 +138,7 @@ def test_down_after_a_read_keeps_serving_from_the_cached_key_and_picks_up_a_new_
     vault = Vault()
     assert negotiate(app)[0] == 200
     vault.store.available = False
-    vault.clock.advance(vault.runtime.settings.keyvault_refresh_seconds)  # the key is due for a refresh
+    vault.clock.advance(vault.runtime.settings.service.keyvault_refresh_seconds)  # the key is due for a refresh
     for _ in range(10):
         status, _, body = negotiate(app)
         assert status == 200
@@ -176,7 +175,7 @@ def test_slow_within_its_timeout_serves_and_refreshes_once_for_many_requests(app
     assert negotiate(app)[0] == 200
     reads = vault.requests
     vault.store.secrets[SECRET] = NEW_KEY
-    vault.clock.advance(vault.runtime.settings.keyvault_refresh_seconds)
+    vault.clock.advance(vault.runtime.settings.service.keyvault_refresh_seconds)
     vault.store.delay_seconds = 1.0
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: negotiate(app)[0], range(32)))

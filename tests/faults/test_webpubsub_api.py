@@ -13,15 +13,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub
 from devstack.webpubsub.identity import IDENTITY_PATH
-from shared.config import load_settings, reset_settings
-from shared.runtime import Runtime, get_runtime, use_runtime
+from shared.config import load_settings
+from shared.runtime import Runtime, get_runtime, reset_runtime, use_runtime
 from shared.tokens import SDK_CLIENT_OPTIONS, EntraTokenSource
-from tests.apphost import ServedApp
-from tests.faults.conftest import TcpProxy
+from tests.support.apphost import ServedApp
+from tests.support.failing import TcpProxy
 
 
 class Dependencies:
@@ -72,7 +71,7 @@ class Dependencies:
 def deps() -> Iterator[Dependencies]:
     dependencies = Dependencies()
     os.environ.update(dependencies.environment())
-    reset_settings()
+    reset_runtime()
     yield dependencies
     dependencies.close()
 
@@ -117,12 +116,10 @@ def test_rest_api_slower_than_its_timeout_is_503_then_recovers(app: ServedApp, d
     """SDK_CLIENT_OPTIONS with a short read timeout, so the test does not wait 10 s per attempt."""
     settings = load_settings(os.environ)
     runtime = Runtime(settings)
-    options = {**SDK_CLIENT_OPTIONS, "read_timeout": 0.3}
     source = EntraTokenSource(
-        endpoint=settings.endpoint,
-        hub=settings.hub,
+        endpoint=settings.service.endpoint,
         credential_provider=runtime.credential,
-        client_factory=lambda: WebPubSubServiceClient(settings.endpoint, settings.hub, runtime.credential(), **options),
+        sdk_options={**SDK_CLIENT_OPTIONS, "read_timeout": 0.3},
     )
     use_runtime(Runtime(settings, credential=runtime.credential(), token_source=source))
     deps.proxy.delay = 3.0

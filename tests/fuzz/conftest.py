@@ -1,35 +1,13 @@
-"""Every property-based test here runs the number of generated inputs it declares, or fails.
-
-`max_examples` is an upper bound: a settings profile (Hypothesis loads its `ci` profile by itself
-when it detects CI, and HYPOTHESIS_PROFILE can load another), a filter that rejects most inputs,
-or a strategy whose space runs out could make a test run far fewer without a sign. So each test
-declares its count with `@generated_inputs(n)`, and the fixture below counts the calls of the test
-body (through Hypothesis's replaceable `inner_test`) and fails the test that ran fewer.
-"""
+"""Every property-based test here runs the number of generated inputs it declares (tests.support.fuzz), or fails."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from hypothesis import settings
 
-Test = TypeVar("Test", bound=Callable[..., None])
-
-#: The declared count of each property-based test function, as pytest collects it.
-DECLARED: dict[Callable[..., None], int] = {}
-
-
-def generated_inputs(count: int, **options: Any) -> Callable[[Test], Test]:
-    """`@settings(max_examples=count, deadline=None, **options)`, and `count` recorded as the test's floor."""
-
-    def declare(test: Test) -> Test:
-        configured: Test = settings(max_examples=count, deadline=None, **options)(test)
-        DECLARED[configured] = count
-        return configured
-
-    return declare
+from tests.support.fuzz import DECLARED
 
 
 @pytest.fixture(autouse=True)

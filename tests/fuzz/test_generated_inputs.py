@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.fuzz.conftest import DECLARED
+from tests.support.fuzz import DECLARED
 
 REQUIRED_IN_ALL = 10_000
 

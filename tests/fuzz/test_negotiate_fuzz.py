@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, event, given, strategies as st
 import function_app
 from shared.policy import roles_for
 from shared.runtime import Runtime, use_runtime
-from tests.conftest import http_request, local_settings
-from tests.fakes import EMULATOR_KEY
-from tests.fuzz.conftest import generated_inputs
+from tests.support.fakes import EMULATOR_KEY
+from tests.support.functions import http_request
+from tests.support.fuzz import generated_inputs
+from tests.support.settings import local_settings
 
 EXAMPLES = 4000
 POLICY = ("chat", "news")

@@ -24,9 +24,9 @@ from shared.protocol import (
 )
 from shared.runtime import Runtime
 from shared.web import Request
-from tests.conftest import local_settings
-from tests.fakes import EMULATOR_KEY
-from tests.fuzz.conftest import generated_inputs
+from tests.support.fakes import EMULATOR_KEY
+from tests.support.fuzz import generated_inputs
+from tests.support.settings import local_settings
 
 PARSER_EXAMPLES = 2000
 DISPATCH_EXAMPLES = 2000

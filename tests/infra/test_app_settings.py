@@ -19,7 +19,6 @@ from shared.errors import ConfigError, Unauthorized
 from shared.protocol import ConnectionContext
 from shared.upstream_auth import ServiceTokenCheck
 from shared.web import Request
-from tests.conftest import Issuer
 from tests.infra.templates import (
     AUTH_CLIENT_ID,
     MAIN_BICEP,
@@ -35,6 +34,7 @@ from tests.infra.templates import (
     settings_environ,
     unwrap,
 )
+from tests.support.issuer import Issuer
 
 CREDENTIAL_MODES = ("entra", "keyvault")
 NEGOTIATE_MODES = ("appservice", "bearer")
@@ -142,37 +142,37 @@ def code_setting_names(environ: dict[str, str]) -> set[str]:
 
 @pytest.mark.parametrize(("credential", "negotiate"), MODES)
 def test_the_app_accepts_the_settings_infra_sets(credential: str, negotiate: str) -> None:
-    settings = load_settings(app_environ(credential, negotiate))
+    settings = load_settings(app_environ(credential, negotiate)).check()
 
-    assert settings.credential is CredentialMode(credential)
-    assert settings.negotiate_auth is NegotiateAuth(negotiate)
-    assert settings.endpoint == f"https://{PLACEHOLDERS['webPubSub.outputs.hostName']}"
-    assert settings.hub == "chat"
-    assert settings.client_id == PLACEHOLDERS["identity.outputs.clientId"]
+    assert settings.service.credential is CredentialMode(credential)
+    assert settings.negotiate.auth is NegotiateAuth(negotiate)
+    assert settings.service.endpoint == f"https://{PLACEHOLDERS['webPubSub.outputs.hostName']}"
+    assert settings.service.hub == "chat"
+    assert settings.service.client_id == PLACEHOLDERS["identity.outputs.clientId"]
     assert settings.development_shortcuts == ()
-    assert settings.allowed_origins == (PLACEHOLDERS["webPubSub.outputs.hostName"],)
-    assert (settings.max_event_body_bytes, settings.health_deadline_seconds, settings.health_cache_seconds) == (
+    assert set(settings.event_handler.extra_origins) <= {PLACEHOLDERS["webPubSub.outputs.hostName"]}
+    assert (settings.event_handler.max_body_bytes, settings.health.deadline_seconds, settings.health.cache_seconds) == (
         1048576,
         2.0,
         10.0,
     )
     if credential == "keyvault":
-        assert settings.event_auth is EventAuth.SIGNATURE
-        assert settings.keyvault_uri == PLACEHOLDERS["keyVault.outputs.uri"]
-        assert settings.key_secret_name == "webpubsub-access-key"
+        assert settings.event_handler.auth is EventAuth.SIGNATURE
+        assert settings.service.keyvault_uri == PLACEHOLDERS["keyVault.outputs.uri"]
+        assert settings.service.key_secret_name == "webpubsub-access-key"
     else:
-        assert settings.event_auth is EventAuth.BEARER
-        assert settings.event_bearer is not None
-        assert settings.event_bearer.principal_id == PLACEHOLDERS["webPubSub.outputs.principalId"]
-        assert settings.event_bearer is not None
-        assert settings.event_bearer.issuer == f"https://sts.windows.net/{TENANT_ID}/"
-        assert settings.event_bearer.audience == AUTH_CLIENT_ID
-        assert settings.event_bearer.jwks_uri == ENTRA_KEYS
+        assert settings.event_handler.auth is EventAuth.BEARER
+        assert settings.event_handler.bearer is not None
+        assert settings.event_handler.bearer.principal_id == PLACEHOLDERS["webPubSub.outputs.principalId"]
+        assert settings.event_handler.bearer is not None
+        assert settings.event_handler.bearer.issuer == f"https://sts.windows.net/{TENANT_ID}/"
+        assert settings.event_handler.bearer.audience == AUTH_CLIENT_ID
+        assert settings.event_handler.bearer.jwks_uri == ENTRA_KEYS
     if negotiate == "bearer":
-        assert settings.negotiate_bearer is not None
-        assert settings.negotiate_bearer.issuer == f"https://sts.windows.net/{TENANT_ID}/"
-        assert settings.negotiate_bearer.audience == f"api://{AUTH_CLIENT_ID}"
-        assert settings.negotiate_bearer.jwks_uri == ENTRA_KEYS
+        assert settings.negotiate.bearer is not None
+        assert settings.negotiate.bearer.issuer == f"https://sts.windows.net/{TENANT_ID}/"
+        assert settings.negotiate.bearer.audience == f"api://{AUTH_CLIENT_ID}"
+        assert settings.negotiate.bearer.jwks_uri == ENTRA_KEYS
 
 
 @pytest.mark.parametrize(("credential", "negotiate"), MODES)
@@ -236,20 +236,22 @@ def hub_upstream_auth(credential: str) -> Any:
 def test_the_app_accepts_the_token_the_hub_makes_the_service_send_in_entra_mode() -> None:
     # What Web PubSub sends when the hub's auth is ManagedIdentity: a v1 token from its own
     # system identity (oid = its principal id) with aud = the configured resource.
-    settings = load_settings(app_environ("entra", "appservice"))
-    assert settings.event_bearer is not None
+    settings = load_settings(app_environ("entra", "appservice")).check()
+    assert settings.event_handler.bearer is not None
     auth = hub_upstream_auth("entra")
     assert auth["type"] == "ManagedIdentity"
     service = Issuer(issuer=f"https://sts.windows.net/{TENANT_ID}/")
 
     def fetch(url: str, timeout: float) -> dict[str, Any]:
-        assert settings.event_bearer is not None
-        assert url == settings.event_bearer.jwks_uri, url
+        assert settings.event_handler.bearer is not None
+        assert url == settings.event_handler.bearer.jwks_uri, url
         return service.jwks
 
-    check = ServiceTokenCheck(BearerValidator(settings.event_bearer, fetch=fetch), settings.event_bearer.principal_id)
+    check = ServiceTokenCheck(
+        BearerValidator(settings.event_handler.bearer, fetch=fetch), settings.event_handler.bearer.principal_id
+    )
     context = ConnectionContext(
-        event_type="azure.webpubsub.sys.connect", hub=settings.hub, connection_id="c1", event_name="connect"
+        event_type="azure.webpubsub.sys.connect", hub=settings.service.hub, connection_id="c1", event_name="connect"
     )
 
     def call(token: str) -> None:
@@ -269,13 +271,13 @@ def test_the_app_accepts_the_token_the_hub_makes_the_service_send_in_entra_mode(
 
 def test_the_hub_sends_no_token_in_keyvault_mode_where_the_app_checks_signatures() -> None:
     assert hub_upstream_auth("keyvault") == {"type": "None"}
-    assert load_settings(app_environ("keyvault", "appservice")).event_auth is EventAuth.SIGNATURE
+    assert load_settings(app_environ("keyvault", "appservice")).event_handler.auth is EventAuth.SIGNATURE
 
 
 def test_negotiate_bearer_can_trust_another_issuer() -> None:
     issuer = "https://login.example.com/tenant/"
     custom = app_environ("entra", "bearer", negotiateBearerIssuer=issuer, negotiateBearerAudience="chat-api")
-    bearer = load_settings(custom).negotiate_bearer
+    bearer = load_settings(custom).negotiate.bearer
     assert bearer is not None
     assert (bearer.issuer, bearer.audience, bearer.jwks_uri) == (issuer, "chat-api", None)
 
@@ -290,7 +292,7 @@ def test_a_bad_mode_combination_would_be_caught() -> None:
     environ = app_environ("entra", "appservice")
     del environ["WEBSITE_AUTH_ENABLED"]
     with pytest.raises(ConfigError) as raised:
-        load_settings(environ)
+        load_settings(environ).check()
     assert raised.value.setting == "NEGOTIATE_AUTH"
 
 
@@ -312,7 +314,7 @@ def test_the_app_reads_the_secret_infra_writes_the_access_key_to() -> None:
     _, vault = unwrap(parse(MAIN_BICEP)["modules"]["keyVault"])
     written = evaluator.evaluate(vault["params"]["secretName"])
     settings = load_settings(app_environ("keyvault", "appservice", keyVaultSecretName="wps-key"))
-    assert written == settings.key_secret_name == "wps-key"
+    assert written == settings.service.key_secret_name == "wps-key"
     template = parse(module_path("keyvault"))
     (secret,) = resources_of_type(template, "Microsoft.KeyVault/vaults/secrets")
     assert secret["name"] == "secretName"

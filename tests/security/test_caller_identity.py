@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.webpubsub import RunningWebPubSub
-from tests.apphost import ServedApp
-from tests.conftest import Issuer
-from tests.security.conftest import BEARER_AUDIENCE, SERVICE_KEY, bearer_settings, error_code, use_settings
+from tests.support.apphost import ServedApp
+from tests.support.functions import error_code
+from tests.support.issuer import Issuer
+from tests.support.security import BEARER_AUDIENCE, SERVICE_KEY, bearer_settings
+from tests.support.settings import use_environment
 
 FORGED_PRINCIPAL = {
     "X-MS-CLIENT-PRINCIPAL-ID": "admin",
@@ -53,7 +55,7 @@ def test_anonymous_mode_ignores_principal_headers(app: ServedApp, service: Runni
 def test_bearer_mode_ignores_principal_headers(
     app: ServedApp, service: RunningWebPubSub, issuer: Issuer, jwks_url: str
 ) -> None:
-    use_settings(**bearer_settings(issuer, jwks_url, service))
+    use_environment(**bearer_settings(issuer, jwks_url, service))
     forged_only = app.client.get("negotiate", params={"userId": "admin"}, headers=FORGED_PRINCIPAL)
     assert forged_only.status_code == 401
     assert "token" not in forged_only.json()
@@ -92,7 +94,7 @@ def forged_tokens(issuer: Issuer) -> dict[str, str]:
 def test_bearer_mode_refuses_tokens_made_without_the_issuers_key(
     app: ServedApp, service: RunningWebPubSub, issuer: Issuer, jwks_url: str, name: str
 ) -> None:
-    use_settings(**bearer_settings(issuer, jwks_url, service))
+    use_environment(**bearer_settings(issuer, jwks_url, service))
     token = forged_tokens(issuer)[name]
     response = app.client.get("negotiate", headers={**FORGED_PRINCIPAL, "Authorization": f"Bearer {token}"})
     assert response.status_code == 401
@@ -102,7 +104,7 @@ def test_bearer_mode_refuses_tokens_made_without_the_issuers_key(
 
 def test_appservice_mode_without_the_platform_flag_refuses_to_run(app: ServedApp, service: RunningWebPubSub) -> None:
     """Not behind App Service Authentication, anyone could send the headers: no token, for anyone."""
-    use_settings(
+    use_environment(
         WEBPUBSUB_CREDENTIAL="connectionstring",
         WEBPUBSUB_CONNECTION_STRING=service.connection_string,
         NEGOTIATE_AUTH="appservice",
@@ -119,7 +121,7 @@ def test_appservice_mode_without_the_platform_flag_refuses_to_run(app: ServedApp
 def test_event_handler_appservice_mode_without_the_platform_flag_refuses_to_run(
     app: ServedApp, service: RunningWebPubSub
 ) -> None:
-    use_settings(
+    use_environment(
         WEBPUBSUB_CREDENTIAL="connectionstring",
         WEBPUBSUB_CONNECTION_STRING=service.connection_string,
         NEGOTIATE_AUTH="anonymous",
@@ -142,7 +144,7 @@ def test_event_handler_appservice_mode_without_the_platform_flag_refuses_to_run(
 
 def test_appservice_mode_behind_the_platform_uses_its_principal(app: ServedApp, service: RunningWebPubSub) -> None:
     """The control: with the platform flag, the platform-supplied principal is the user."""
-    use_settings(
+    use_environment(
         WEBPUBSUB_CREDENTIAL="connectionstring",
         WEBPUBSUB_CONNECTION_STRING=service.connection_string,
         NEGOTIATE_AUTH="appservice",

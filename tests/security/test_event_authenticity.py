@@ -6,8 +6,6 @@ Web PubSub service (the same access key as the app) or are crafted the way an at
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,13 +23,14 @@ from shared.config import load_settings
 from shared.events import EventHandlers
 from shared.protocol import ConnectRequest, UserEvent
 from shared.runtime import Runtime, use_runtime
-from tests.apphost import ServedApp
-from tests.security.conftest import (
+from tests.support.apphost import ServedApp
+from tests.support.events import sign
+from tests.support.functions import error_code
+from tests.support.security import (
     ATTACKER_KEY,
     SERVICE_KEY,
     client_token,
     client_url,
-    error_code,
     negotiated,
     open_client,
     refused_status,
@@ -45,10 +44,6 @@ EVENT_TYPES = {
     "azure.webpubsub.sys.disconnected": ("application/json", b'{"reason": "bye"}'),
     "azure.webpubsub.user.message": ("text/plain", b"hello"),
 }
-
-
-def signature(key: str, connection_id: str) -> str:
-    return "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
 
 
 def cloud_event(event_type: str, connection_id: str = "conn-1", sig: str | None = None) -> dict[str, str]:
@@ -117,12 +112,12 @@ def test_a_service_holding_another_key_cannot_connect_clients(app: ServedApp, se
     [
         None,
         "",
-        signature(ATTACKER_KEY, "conn-1"),
-        signature(SERVICE_KEY, "conn-1")[:-1],
-        signature(SERVICE_KEY, "conn-1").replace("sha256=", "sha1="),
-        signature(SERVICE_KEY, "conn-1")[7:],  # the digest without its algorithm
-        signature(SERVICE_KEY, "CONN-1"),
-        f"{signature(ATTACKER_KEY, 'conn-1')}, sha256=",
+        sign("conn-1", ATTACKER_KEY),
+        sign("conn-1", SERVICE_KEY)[:-1],
+        sign("conn-1", SERVICE_KEY).replace("sha256=", "sha1="),
+        sign("conn-1", SERVICE_KEY)[7:],  # the digest without its algorithm
+        sign("CONN-1", SERVICE_KEY),
+        f"{sign('conn-1', ATTACKER_KEY)}, sha256=",
     ],
     ids=["missing", "empty", "other-key", "truncated", "sha1", "bare-digest", "other-case-id", "list"],
 )
@@ -140,7 +135,7 @@ def test_forged_or_missing_signatures_are_401_and_reach_no_handler(
 def test_the_correct_signature_reaches_the_handler(app: ServedApp, recorded: list[str], event_type: str) -> None:
     """The control for the forged cases: same request, genuine signature."""
     body = EVENT_TYPES[event_type][1]
-    headers = cloud_event(event_type, sig=signature(SERVICE_KEY, "conn-1"))
+    headers = cloud_event(event_type, sig=sign("conn-1", SERVICE_KEY))
     response = app.client.post("eventhandler", headers=headers, content=body)
     assert response.status_code < 300
     assert len(recorded) == 1

@@ -8,8 +8,6 @@ editing this file. Requests travel over real HTTP through the local Functions ho
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +18,11 @@ import pytest
 import function_app
 from devstack.host import http_functions
 from devstack.webpubsub import RunningWebPubSub
-from shared.config import reset_settings
-from tests.apphost import ServedApp
-from tests.security.conftest import SERVICE_KEY, error_code
+from shared.runtime import reset_runtime
+from tests.support.apphost import ServedApp
+from tests.support.events import sign
+from tests.support.functions import error_code
+from tests.support.security import SERVICE_KEY
 
 DEEP_JSON = b"[" * 5000 + b"]" * 5000  # valid JSON nested deeper than Python's parser allows
 GARBLED = bytes(range(256)) * 4 + b'\xff\xfe\xfd{"groups": [\xc0\xaf]}'
@@ -103,7 +103,6 @@ def test_hostile_input_never_causes_a_5xx(
 
 
 def signed_event(event_type: str, content_type: str, **extra: str) -> dict[str, str]:
-    digest = hmac.new(SERVICE_KEY.encode(), b"conn-1", hashlib.sha256).hexdigest()
     return {
         "ce-awpsversion": "1.0",
         "ce-specversion": "1.0",
@@ -111,7 +110,7 @@ def signed_event(event_type: str, content_type: str, **extra: str) -> dict[str, 
         "ce-hub": "chat",
         "ce-connectionId": "conn-1",
         "ce-userId": "alice",
-        "ce-signature": f"sha256={digest}",
+        "ce-signature": sign("conn-1", SERVICE_KEY),
         "Content-Type": content_type,
         **extra,
     }
@@ -170,7 +169,7 @@ def test_an_oversized_signed_event_is_413_naming_the_setting(
 ) -> None:
     """One byte over EVENTHANDLER_MAX_BODY_BYTES (default 1 MiB); the same body at the limit is accepted."""
     os.environ["EVENTHANDLER_MAX_BODY_BYTES"] = "4096"  # tests/conftest.py restores the environment
-    reset_settings()
+    reset_runtime()
     headers = signed_event(event_type, content_type)
     at_limit = b"{}" + filler * 4094 if content_type == "application/json" else filler * 4096
     assert app.client.post("eventhandler", headers=headers, content=at_limit).status_code < 300

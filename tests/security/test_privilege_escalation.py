@@ -14,13 +14,13 @@ import pytest
 
 from devstack.webpubsub import RunningWebPubSub
 from shared.policy import roles_for
-from tests.apphost import ServedApp
-from tests.security.conftest import (
+from tests.support.apphost import ServedApp
+from tests.support.functions import error_code
+from tests.support.security import (
     POLICY_GROUPS,
     SERVICE_KEY,
     client_token,
     client_url,
-    error_code,
     negotiated,
     open_client,
     refused_status,

@@ -9,8 +9,6 @@ tracebacks included.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections.abc import Iterator
 
@@ -22,10 +20,12 @@ from devstack.webpubsub import RunningWebPubSub
 from shared.config import load_settings
 from shared.runtime import Runtime, get_runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
-from tests.apphost import ServedApp
-from tests.conftest import Issuer
-from tests.fakes import FakeAdapter, FakeCredential, FakeKeyVault, transport_for
-from tests.security.conftest import ATTACKER_KEY, BEARER_AUDIENCE, SERVICE_KEY, bearer_settings, use_settings
+from tests.support.apphost import ServedApp
+from tests.support.events import sign
+from tests.support.fakes import FakeAdapter, FakeCredential, FakeKeyVault, transport_for
+from tests.support.issuer import Issuer
+from tests.support.security import ATTACKER_KEY, BEARER_AUDIENCE, SERVICE_KEY, bearer_settings
+from tests.support.settings import use_environment
 
 VAULT_PRIMARY = "VaultHeldPrimaryKey-1b6e0c2f4d8a4e1f9a3c5e7b9d1f3a5c7e9"
 VAULT_SECONDARY = "VaultHeldSecondaryKey-a2c4e6f8b0d2f4a6c8e0b2d4f6a8c0e2b4"
@@ -99,7 +99,8 @@ def token_parts(token: str) -> set[str]:
 
 
 def digest(key: str, connection_id: str) -> str:
-    return hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
+    """The hex digest alone: a log must hold neither it nor the whole `sha256=<digest>` value."""
+    return sign(connection_id, key).removeprefix("sha256=")
 
 
 def post_event(app: ServedApp, event_type: str, connection_id: str, signature: str | None, body: bytes) -> int:
@@ -153,7 +154,7 @@ def test_connection_string_mode_with_signed_and_forged_events(
 def test_bearer_mode_with_valid_and_forged_tokens(
     app: ServedApp, service: RunningWebPubSub, capture: Capture, secrets: set[str], issuer: Issuer, jwks_url: str
 ) -> None:
-    use_settings(**bearer_settings(issuer, jwks_url, service))
+    use_environment(**bearer_settings(issuer, jwks_url, service))
     presented = {
         "valid": issuer.token(audience=BEARER_AUDIENCE, oid="oid-7"),
         "other-audience": issuer.token(audience="api://elsewhere", oid="oid-7"),
@@ -200,12 +201,12 @@ def test_configuration_errors(
     secrets: set[str],
     settings: dict[str, str],
 ) -> None:
-    use_settings(**{"WEBPUBSUB_CONNECTION_STRING": service.connection_string, **settings})
+    use_environment(**{"WEBPUBSUB_CONNECTION_STRING": service.connection_string, **settings})
     secrets.update(value for name, value in settings.items() if "CONNECTION_STRING" in name)
     assert app.client.get("negotiate", params={"userId": "a"}).status_code == 500
     assert app.client.get("health").status_code == 503
     assert_no_leaks(capture, secrets)
-    assert any("shared.config ERROR Configuration is invalid" in line for line in capture.lines)
+    assert any("shared.runtime ERROR Configuration of" in line for line in capture.lines)
 
 
 def keyvault_runtime(vault: FakeKeyVault, endpoint: str) -> KeyVaultTokenSource:
@@ -220,8 +221,7 @@ def keyvault_runtime(vault: FakeKeyVault, endpoint: str) -> KeyVaultTokenSource:
     )
     adapter = FakeAdapter(vault)
     source = KeyVaultTokenSource(
-        endpoint=settings.endpoint,
-        hub=settings.hub,
+        endpoint=settings.service.endpoint,
         vault_uri=VAULT_URI,
         secret_name="webpubsub-access-key",
         refresh_seconds=300,
@@ -264,7 +264,7 @@ def test_keyvault_mode_with_rotation_and_failures(
 def test_entra_mode_through_the_managed_identity(
     app: ServedApp, service: RunningWebPubSub, capture: Capture, secrets: set[str]
 ) -> None:
-    use_settings(
+    use_environment(
         WEBPUBSUB_CREDENTIAL="entra",
         WEBPUBSUB_ENDPOINT=service.endpoint,
         NEGOTIATE_AUTH="anonymous",
@@ -283,7 +283,7 @@ def test_entra_mode_with_the_identity_endpoint_down(
     app: ServedApp, service: RunningWebPubSub, capture: Capture, secrets: set[str]
 ) -> None:
     closed = httpx.URL(service.endpoint).copy_with(port=1)  # nothing listens on port 1
-    use_settings(
+    use_environment(
         WEBPUBSUB_CREDENTIAL="entra",
         WEBPUBSUB_ENDPOINT=service.endpoint,
         NEGOTIATE_AUTH="anonymous",

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from shared.bearer import UNKNOWN_KID_REFRESH_SECONDS, BearerValidator, bearer_token
 from shared.config import BearerSettings
 from shared.errors import DependencyUnavailable, Unauthorized
-from tests.conftest import Issuer
+from tests.support.issuer import Issuer
 
 
 def validator(issuer: Issuer, **kwargs: Any) -> BearerValidator:

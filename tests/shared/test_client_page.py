@@ -14,7 +14,8 @@ from shared import client_page
 from shared.errors import NotFound
 from shared.runtime import Runtime, use_runtime
 from shared.web import Request
-from tests.conftest import http_request, local_settings
+from tests.support.functions import http_request
+from tests.support.settings import local_settings
 
 REQUIRED_TEST_IDS = ("status", "group-input", "join-button", "message-input", "send-button", "messages")
 

@@ -1,24 +1,23 @@
-"""Configuration: every mode loads; every missing or invalid setting is refused by name."""
+"""Configuration: every mode loads; every missing or invalid setting is refused by name, one concern at a time."""
 
 from __future__ import annotations
-
-import logging
-import os
 
 import pytest
 
 from shared.config import (
     SETTING_NAMES,
+    SETTINGS_BY_CONCERN,
+    Concern,
     CredentialMode,
     EventAuth,
+    HealthSettings,
     NegotiateAuth,
-    get_settings,
     load_settings,
     parse_connection_string,
 )
 from shared.errors import ConfigError
-from tests.conftest import LOCAL_ENVIRON
-from tests.fakes import EMULATOR_KEY
+from tests.support.fakes import EMULATOR_KEY
+from tests.support.settings import LOCAL_ENVIRON
 
 KEYVAULT_ENVIRON = {
     "WEBPUBSUB_CREDENTIAL": "keyvault",
@@ -43,49 +42,50 @@ ENTRA_ENVIRON = {
 
 
 def refused(environ: dict[str, str]) -> ConfigError:
+    settings = load_settings(environ)  # never raises: each concern keeps its own error
     with pytest.raises(ConfigError) as caught:
-        load_settings(environ)
+        settings.check()
     return caught.value
 
 
 def test_connection_string_mode_loads_with_defaults() -> None:
     """Local development needs three settings; everything else has a documented default."""
-    settings = load_settings(LOCAL_ENVIRON)
-    assert settings.credential is CredentialMode.CONNECTION_STRING
-    assert settings.endpoint == "http://localhost:8080"
-    assert settings.access_key == EMULATOR_KEY
-    assert settings.hub == "chat"
-    assert settings.groups == ("chat",)
-    assert settings.token_lifetime_minutes == 60
-    assert settings.event_auth is EventAuth.SIGNATURE
-    assert settings.allowed_origins == ("localhost",)
-    assert settings.max_event_body_bytes == 1024 * 1024
-    assert settings.health_deadline_seconds == 2.0
-    assert settings.health_cache_seconds == 10.0
-    assert settings.client_page_enabled is True
+    settings = load_settings(LOCAL_ENVIRON).check()
+    assert settings.service.credential is CredentialMode.CONNECTION_STRING
+    assert settings.service.endpoint == "http://localhost:8080"
+    assert settings.service.access_key == EMULATOR_KEY
+    assert settings.service.hub == "chat"
+    assert settings.group_policy.groups == ("chat",)
+    assert settings.negotiate.token_lifetime_minutes == 60
+    assert settings.event_handler.auth is EventAuth.SIGNATURE
+    assert settings.event_handler.extra_origins == ()
+    assert settings.event_handler.max_body_bytes == 1024 * 1024
+    assert settings.health == HealthSettings(deadline_seconds=2.0, cache_seconds=10.0)
+    assert settings.client_page.enabled is True
+    assert settings.problems == {}
 
 
 def test_keyvault_mode_loads() -> None:
-    settings = load_settings(KEYVAULT_ENVIRON)
-    assert settings.credential is CredentialMode.KEY_VAULT
-    assert settings.endpoint == "https://contoso.webpubsub.azure.com"
-    assert settings.keyvault_uri == "https://contoso-kv.vault.azure.net/"
-    assert settings.key_secret_name == "webpubsub-access-key"
-    assert settings.access_key is None
-    assert settings.negotiate_auth is NegotiateAuth.APP_SERVICE
+    settings = load_settings(KEYVAULT_ENVIRON).check()
+    assert settings.service.credential is CredentialMode.KEY_VAULT
+    assert settings.service.endpoint == "https://contoso.webpubsub.azure.com"
+    assert settings.service.keyvault_uri == "https://contoso-kv.vault.azure.net/"
+    assert settings.service.key_secret_name == "webpubsub-access-key"
+    assert settings.service.access_key is None
+    assert settings.negotiate.auth is NegotiateAuth.APP_SERVICE
     assert settings.development_shortcuts == ()
 
 
 def test_entra_mode_loads_with_bearer_on_both_sides() -> None:
-    settings = load_settings(ENTRA_ENVIRON)
-    assert settings.credential is CredentialMode.ENTRA
-    assert settings.endpoint == "https://contoso.webpubsub.azure.com"
-    assert settings.client_id == "11111111-2222-3333-4444-555555555555"
-    assert settings.negotiate_bearer is not None
-    assert settings.negotiate_bearer.audience == "api://negotiate"
-    assert settings.event_bearer is not None
-    assert settings.event_bearer.issuer == "https://sts.windows.net/tenant/"
-    assert settings.event_bearer.principal_id == "99999999-0000-0000-0000-000000000000"
+    settings = load_settings(ENTRA_ENVIRON).check()
+    assert settings.service.credential is CredentialMode.ENTRA
+    assert settings.service.endpoint == "https://contoso.webpubsub.azure.com"
+    assert settings.service.client_id == "11111111-2222-3333-4444-555555555555"
+    assert settings.negotiate.bearer is not None
+    assert settings.negotiate.bearer.audience == "api://negotiate"
+    assert settings.event_handler.bearer is not None
+    assert settings.event_handler.bearer.issuer == "https://sts.windows.net/tenant/"
+    assert settings.event_handler.bearer.principal_id == "99999999-0000-0000-0000-000000000000"
     assert settings.development_shortcuts == ()
 
 
@@ -96,15 +96,72 @@ def test_access_key_is_not_in_repr() -> None:
 
 def test_values_are_trimmed_and_modes_case_insensitive() -> None:
     settings = load_settings({**LOCAL_ENVIRON, "WEBPUBSUB_CREDENTIAL": " ConnectionString ", "WEBPUBSUB_HUB": " room "})
-    assert settings.credential is CredentialMode.CONNECTION_STRING
-    assert settings.hub == "room"
+    assert settings.service.credential is CredentialMode.CONNECTION_STRING
+    assert settings.service.hub == "room"
+
+
+def test_a_negotiate_setting_fails_negotiate_only() -> None:
+    """NEGOTIATE_AUTH=appservice without App Service Authentication: the event handler and health still load."""
+    settings = load_settings({**LOCAL_ENVIRON, "NEGOTIATE_AUTH": "appservice"})
+    assert set(settings.problems) == {Concern.NEGOTIATE}
+    with pytest.raises(ConfigError) as caught:
+        _ = settings.negotiate
+    assert caught.value.setting == "NEGOTIATE_AUTH"
+    assert settings.service.hub == "chat"
+    assert settings.event_handler.auth is EventAuth.SIGNATURE
+    assert settings.group_policy.groups == ("chat",)
+    assert settings.client_page.enabled is True
+
+
+def test_an_event_handler_setting_fails_the_event_handler_only() -> None:
+    settings = load_settings({**LOCAL_ENVIRON, "EVENTHANDLER_MAX_BODY_BYTES": "lots"})
+    assert set(settings.problems) == {Concern.EVENT_HANDLER}
+    assert settings.negotiate.auth is NegotiateAuth.ANONYMOUS
+    with pytest.raises(ConfigError):
+        _ = settings.event_handler
+
+
+def test_invalid_health_settings_read_as_the_defaults_and_stay_listed() -> None:
+    """Health must answer whatever is wrong, so it falls back to its defaults and reports the error."""
+    settings = load_settings({**LOCAL_ENVIRON, "HEALTH_DEADLINE_SECONDS": "forever"})
+    assert settings.health == HealthSettings()
+    assert settings.problems[Concern.HEALTH].setting == "HEALTH_DEADLINE_SECONDS"
+
+
+def test_every_concern_reports_its_own_first_error() -> None:
+    settings = load_settings({"NEGOTIATE_AUTH": "basic", "CLIENT_PAGE_ENABLED": "maybe"})
+    problems = {concern: error.setting for concern, error in settings.problems.items()}
+    assert problems == {
+        Concern.SERVICE: "WEBPUBSUB_CREDENTIAL",
+        Concern.NEGOTIATE: "NEGOTIATE_AUTH",
+        Concern.CLIENT_PAGE: "CLIENT_PAGE_ENABLED",
+    }
+
+
+def test_the_rejected_value_is_kept_apart_from_the_message() -> None:
+    """The log quotes a short value to show the typo; what anyone may read (detail) never holds it."""
+    error = refused({**LOCAL_ENVIRON, "NEGOTIATE_AUTH": "anonymus"})
+    assert error.value == "anonymus"
+    assert "anonymus" not in error.reason
+    assert "anonymus" not in error.detail
+    assert "quoted in the app's log" in error.detail
+    assert error.log_message.endswith(", not 'anonymus'")
+
+
+def test_a_long_rejected_value_is_never_quoted() -> None:
+    """A long value in the wrong setting is likely a key or connection string pasted there by mistake."""
+    pasted = f"Endpoint=https://x;AccessKey={EMULATOR_KEY};"
+    error = refused({**LOCAL_ENVIRON, "TOKEN_LIFETIME_MINUTES": pasted})
+    assert error.value == pasted
+    assert EMULATOR_KEY not in error.log_message
+    assert f"a value of {len(pasted)} characters" in error.log_message
 
 
 @pytest.mark.parametrize(
     ("environ", "setting", "words"),
     [
         ({}, "WEBPUBSUB_CREDENTIAL", "connectionstring, keyvault, entra"),
-        ({"WEBPUBSUB_CREDENTIAL": "key"}, "WEBPUBSUB_CREDENTIAL", "not 'key'"),
+        ({"WEBPUBSUB_CREDENTIAL": "key"}, "WEBPUBSUB_CREDENTIAL", "one of connectionstring"),
         ({"WEBPUBSUB_CREDENTIAL": "connectionstring"}, "WEBPUBSUB_CONNECTION_STRING", "required"),
         ({**KEYVAULT_ENVIRON, "WEBPUBSUB_ENDPOINT": ""}, "WEBPUBSUB_ENDPOINT", "required"),
         ({**KEYVAULT_ENVIRON, "KEYVAULT_URI": ""}, "KEYVAULT_URI", "required"),
@@ -214,15 +271,14 @@ def test_access_key_with_equals_signs_survives_parsing() -> None:
 
 
 def test_groups_are_split_trimmed_and_deduplicated() -> None:
-    assert load_settings({**LOCAL_ENVIRON, "NEGOTIATE_GROUPS": " a, b ,a,,c "}).groups == ("a", "b", "c")
-    assert load_settings({**LOCAL_ENVIRON, "NEGOTIATE_GROUPS": ""}).groups == ()
+    groups = load_settings({**LOCAL_ENVIRON, "NEGOTIATE_GROUPS": " a, b ,a,,c "}).group_policy.groups
+    assert groups == ("a", "b", "c")
+    assert load_settings({**LOCAL_ENVIRON, "NEGOTIATE_GROUPS": ""}).group_policy.groups == ()
 
 
-def test_allowed_origins_start_with_the_service_host() -> None:
-    settings = load_settings(
-        {**KEYVAULT_ENVIRON, "WEBPUBSUB_ALLOWED_ORIGINS": "Custom.Example.com, contoso.webpubsub.azure.com"}
-    )
-    assert settings.allowed_origins == ("contoso.webpubsub.azure.com", "custom.example.com")
+def test_allowed_origins_are_host_names_in_lower_case() -> None:
+    settings = load_settings({**KEYVAULT_ENVIRON, "WEBPUBSUB_ALLOWED_ORIGINS": "Custom.Example.com, other.example"})
+    assert settings.event_handler.extra_origins == ("custom.example.com", "other.example")
 
 
 def test_development_shortcuts_are_listed() -> None:
@@ -253,23 +309,7 @@ def test_every_setting_read_is_a_public_name() -> None:
     assert {"WEBPUBSUB_HUB", "NEGOTIATE_GROUPS", "TOKEN_LIFETIME_MINUTES"} <= read
 
 
-def test_get_settings_loads_once_and_warns_about_shortcuts(caplog: pytest.LogCaptureFixture) -> None:
-    os.environ.update(LOCAL_ENVIRON)
-    with caplog.at_level(logging.WARNING, logger="shared.config"):
-        first = get_settings()
-        os.environ["WEBPUBSUB_HUB"] = "changed"
-        assert get_settings() is first
-    assert first.hub == "chat"
-    warnings = [record.getMessage() for record in caplog.records]
-    assert any("NEGOTIATE_AUTH=anonymous" in message for message in warnings)
-    assert len(warnings) == len(first.development_shortcuts)
-
-
-def test_get_settings_remembers_and_reraises_a_config_error(caplog: pytest.LogCaptureFixture) -> None:
-    os.environ.pop("WEBPUBSUB_CREDENTIAL", None)
-    with caplog.at_level(logging.ERROR, logger="shared.config"), pytest.raises(ConfigError) as first:
-        get_settings()
-    with pytest.raises(ConfigError) as second:
-        get_settings()
-    assert first.value.setting == second.value.setting == "WEBPUBSUB_CREDENTIAL"
-    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+def test_each_setting_belongs_to_one_concern() -> None:
+    """The doctor and health name the concern a setting breaks; a setting in two would be ambiguous."""
+    names = [name for group in SETTINGS_BY_CONCERN.values() for name in group]
+    assert len(names) == len(set(names)) == len(SETTING_NAMES)

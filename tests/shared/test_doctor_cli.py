@@ -23,7 +23,7 @@ from starlette.routing import Route
 from devstack.__main__ import RunningStack, parse_arguments, start_stack
 from devstack.servers import ServerThread
 from shared.doctor.cli import main
-from tests.fakes import EMULATOR_KEY
+from tests.support.fakes import EMULATOR_KEY
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CONNECTION_STRING = f"Endpoint=https://contoso.webpubsub.azure.com;AccessKey={EMULATOR_KEY};Version=1.0;"

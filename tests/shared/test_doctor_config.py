@@ -25,7 +25,7 @@ from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from shared.doctor.cli import main
 from shared.doctor.config import check_config, check_setting_names
 from shared.doctor.target import AzureAccess, collect_settings
-from tests.fakes import (
+from tests.support.fakes import (
     EMULATOR_KEY,
     FakeAdapter,
     FakeCredential,
@@ -177,7 +177,8 @@ def test_an_invalid_hub_name_is_caught(tmp_path: Path) -> None:
     local_settings_file(tmp_path, f"Endpoint=http://localhost:8080;AccessKey={EMULATOR_KEY};", WEBPUBSUB_HUB="1-chat")
     code, checks, _ = doctor()
     assert code == 1
-    assert checks["configuration"]["summary"].startswith("the app refuses to start: WEBPUBSUB_HUB:")
+    assert checks["configuration"]["summary"].startswith("the app refuses WEBPUBSUB_HUB:")
+    assert "(breaks every route but health)" in checks["configuration"]["summary"]
 
 
 def test_a_malformed_key_vault_uri_is_caught(tmp_path: Path) -> None:

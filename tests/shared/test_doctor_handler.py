@@ -33,8 +33,8 @@ from shared.doctor.handler import (
     UNEXPECTED_RESPONSE,
 )
 from shared.protocol import signature_for
-from tests.conftest import LOCAL_ENVIRON
-from tests.fakes import EMULATOR_KEY
+from tests.support.fakes import EMULATOR_KEY
+from tests.support.settings import LOCAL_ENVIRON
 
 ENDPOINT = "https://contoso.webpubsub.azure.com"
 ORIGIN = "contoso.webpubsub.azure.com"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import CredentialMode
+from shared.config import Concern, CredentialMode
 from shared.doctor.target import (
     AzureAccess,
     LocalSettingsError,
@@ -18,7 +18,14 @@ from shared.doctor.target import (
     resolve_target,
     signing_key,
 )
-from tests.fakes import EMULATOR_KEY, LOCAL_CONNECTION_STRING, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
+from tests.support.fakes import (
+    EMULATOR_KEY,
+    LOCAL_CONNECTION_STRING,
+    FakeAdapter,
+    FakeCredential,
+    FakeKeyVault,
+    transport_for,
+)
 
 ENDPOINT = "https://contoso.webpubsub.azure.com"
 OTHER_KEY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
@@ -76,7 +83,7 @@ def test_a_broken_file_is_reported_and_the_environment_still_used(tmp_path: Path
     source = collect_settings(LOCAL, tmp_path)
     assert source.file_problem is not None
     assert source.describe().status == "warn"
-    assert resolve_target(source).settings is not None
+    assert resolve_target(source).service is not None
 
 
 def test_without_a_file_only_the_environment_counts(tmp_path: Path) -> None:
@@ -128,9 +135,9 @@ def test_in_entra_mode_the_endpoint_override_is_the_endpoint_setting(tmp_path: P
 def test_a_target_is_found_even_when_unrelated_settings_do_not_load(tmp_path: Path) -> None:
     environ = {**LOCAL, "NEGOTIATE_AUTH": "appservice", "WEBPUBSUB_HUB": "lobby"}  # no App Service auth here
     target = resolve_target(collect_settings(environ, tmp_path))
-    assert target.settings is None
-    assert target.load_error is not None
-    assert target.load_error.setting == "NEGOTIATE_AUTH"
+    assert target.service is not None  # the service's own settings load: only negotiate's do not
+    assert target.load_error is None
+    assert target.settings.problems[Concern.NEGOTIATE].setting == "NEGOTIATE_AUTH"
     assert (target.endpoint, target.hub, target.key) == ("http://localhost:8080", "lobby", EMULATOR_KEY)
     described = target.describe()
     assert described.status == "ok"

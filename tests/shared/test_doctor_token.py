@@ -23,8 +23,8 @@ from shared.doctor.cli import main
 from shared.doctor.token import ClientAddress, audience_differences, check_lifetime, permits
 from shared.policy import JOIN_LEAVE_ROLE_PREFIX, SEND_ROLE_PREFIX
 from shared.tokens import KeyTokenSource
-from tests.conftest import http_request
-from tests.fakes import EMULATOR_KEY
+from tests.support.fakes import EMULATOR_KEY
+from tests.support.functions import http_request
 
 ENDPOINT = "https://contoso.webpubsub.azure.com"
 OTHER_KEY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
@@ -69,8 +69,12 @@ def doctor(*argv: str) -> tuple[int, dict[str, dict[str, Any]], str]:
 
 
 def test_a_good_client_url_passes_and_the_token_is_never_printed() -> None:
-    access = KeyTokenSource(ENDPOINT, "chat", EMULATOR_KEY).client_access(
-        user_id="alice", roles=[JOIN_LEAVE_ROLE_PREFIX + "chat", SEND_ROLE_PREFIX + "chat"], groups=[], minutes=5
+    access = KeyTokenSource(ENDPOINT, EMULATOR_KEY).client_access(
+        hub="chat",
+        user_id="alice",
+        roles=[JOIN_LEAVE_ROLE_PREFIX + "chat", SEND_ROLE_PREFIX + "chat"],
+        groups=[],
+        minutes=5,
     )
     code, checks, text = doctor(access.url, "--key", EMULATOR_KEY, "--group", "chat")
     assert code == 0

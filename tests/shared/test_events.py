@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import logging
-from typing import Any, cast
+from typing import cast
 
 import azure.functions as func
 import pytest
@@ -18,65 +17,23 @@ from shared.bearer import BearerValidator
 from shared.config import BearerSettings
 from shared.errors import Forbidden
 from shared.events import EventHandlers
-from shared.protocol import ConnectRequest, ConnectResponse, UserEvent, UserEventResponse
+from shared.protocol import ConnectedEvent, ConnectRequest, ConnectResponse, UserEvent, UserEventResponse
 from shared.runtime import Runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
 from shared.upstream_auth import ServiceTokenCheck
-from tests.conftest import Issuer, http_request, local_settings
-from tests.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
+from tests.support.events import CONNECT, connect_body, event_headers, sign
+from tests.support.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
+from tests.support.functions import error_code, http_request
+from tests.support.issuer import Issuer
+from tests.support.settings import local_settings
 
 SECONDARY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
-CONNECT = "azure.webpubsub.sys.connect"
-
-
-def sign(connection_id: str, key: str = EMULATOR_KEY) -> str:
-    return "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
-
-
-def event_headers(
-    event_type: str = CONNECT,
-    *,
-    connection_id: str = "conn-1",
-    user_id: str | None = "alice",
-    signature: str | None = "auto",
-    content_type: str = "application/json; charset=utf-8",
-    **extra: str,
-) -> dict[str, str]:
-    values = {
-        "ce-specversion": "1.0",
-        "ce-awpsversion": "1.0",
-        "ce-type": event_type,
-        "ce-source": f"/hubs/chat/client/{connection_id}",
-        "ce-id": "1",
-        "ce-time": "2026-11-28T00:00:00Z",
-        "ce-hub": "chat",
-        "ce-connectionId": connection_id,
-        "ce-eventName": event_type.rsplit(".", 1)[-1],
-        "WebHook-Request-Origin": "localhost",
-        "Content-Type": content_type,
-    }
-    if user_id is not None:
-        values["ce-userId"] = user_id
-    if signature == "auto":
-        values["ce-signature"] = sign(connection_id)
-    elif signature is not None:
-        values["ce-signature"] = signature
-    values.update(extra)
-    return values
 
 
 def post(headers: dict[str, str], body: bytes = b"") -> func.HttpResponse:
     return cast(
         func.HttpResponse, function_app.eventhandler(http_request("POST", "eventhandler", headers=headers, body=body))
     )
-
-
-def connect_body(**fields: Any) -> bytes:
-    return json.dumps({"claims": {}, "query": {}, "headers": {}, "subprotocols": [], **fields}).encode()
-
-
-def error_code(response: func.HttpResponse) -> str:
-    return str(json.loads(response.get_body())["error"]["code"])
 
 
 @pytest.fixture
@@ -170,7 +127,6 @@ class TestAuthenticity:
 
         source = KeyVaultTokenSource(
             endpoint="http://localhost:8080",
-            hub="chat",
             vault_uri="https://test.vault.azure.net/",
             secret_name="wps-key",
             refresh_seconds=300,
@@ -262,6 +218,72 @@ class TestConnectPolicy:
         registry.on_connect(lambda request: None)
         assert post(event_headers(), connect_body()).status_code == 204
 
+    @pytest.mark.parametrize(
+        "claims",
+        [
+            {"role": ["webpubsub.sendToGroup.admins"]},
+            {"webpubsub.group": ["admins"]},
+            {"roles": ["webpubsub.joinLeaveGroup"]},
+            # .NET token handlers map `role` to this claim type; the official emulator builds the connect
+            # event's claims from such a ClaimsPrincipal (tools/emulator ConnectEventRequest.cs, validated by
+            # JwtSecurityTokenHandler in WebPubSubTokenService.cs), so the service may deliver roles here.
+            {"http://schemas.microsoft.com/ws/2008/06/identity/claims/role": ["webpubsub.sendToGroup.admins"]},
+        ],
+    )
+    def test_a_registered_connect_handler_never_skips_the_policy_check(
+        self, registry: EventHandlers, claims: dict[str, list[str]]
+    ) -> None:
+        """Registering a handler replaces the default answer, not the refusal of tokens beyond the policy."""
+        called: list[ConnectRequest] = []
+
+        @registry.on_connect
+        def accept_everyone(request: ConnectRequest) -> ConnectResponse:
+            called.append(request)
+            return ConnectResponse(user_id=request.context.user_id)
+
+        assert post(event_headers(), connect_body(claims=claims)).status_code == 403
+        assert called == []
+
+    def test_the_policy_check_is_skipped_only_on_explicit_request(self, registry: EventHandlers) -> None:
+        @registry.on_connect(check_token_policy=False)
+        def trust_tokens(request: ConnectRequest) -> None:
+            return None
+
+        claims = {"role": ["webpubsub.sendToGroup.admins"]}
+        assert post(event_headers(), connect_body(claims=claims)).status_code == 204
+
+    @pytest.mark.parametrize(
+        "claim_type", ["role", "roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"]
+    )
+    def test_roles_the_policy_grants_pass_under_every_claim_type(
+        self, registry: EventHandlers, claim_type: str
+    ) -> None:
+        claims = {claim_type: ["webpubsub.joinLeaveGroup.news", "webpubsub.sendToGroup.news"]}
+        assert post(event_headers(), connect_body(claims=claims)).status_code == 200
+
+    def test_an_async_connect_handler_is_awaited(self, registry: EventHandlers) -> None:
+        @registry.on_connect
+        async def later(request: ConnectRequest) -> ConnectResponse:
+            await asyncio.sleep(0)
+            return ConnectResponse(user_id="from-async", groups=["news"])
+
+        response = post(event_headers(), connect_body())
+        assert response.status_code == 200
+        assert json.loads(response.get_body()) == {"userId": "from-async", "groups": ["news"]}
+
+    def test_an_async_connect_handler_can_refuse(self, registry: EventHandlers) -> None:
+        @registry.on_connect
+        async def refuse(request: ConnectRequest) -> ConnectResponse:
+            raise Forbidden("not today")
+
+        assert post(event_headers(), connect_body()).status_code == 403
+
+    def test_a_second_connect_handler_for_the_same_hub_is_refused(self, registry: EventHandlers) -> None:
+        registry.on_connect(lambda request: None)
+        with pytest.raises(ValueError, match="already registered for every hub"):
+            registry.on_connect(lambda request: None)
+        registry.on_connect(hub="other")(lambda request: None)  # another hub has a place of its own
+
 
 class TestNotifications:
     @pytest.mark.parametrize(
@@ -288,6 +310,27 @@ class TestNotifications:
         assert response.status_code == 204
         assert response.get_body() == b""
         assert len(seen) == 1
+
+    def test_async_listeners_run_to_completion_before_the_answer(self, registry: EventHandlers) -> None:
+        seen: list[str] = []
+
+        @registry.on_connected
+        async def welcome(event: ConnectedEvent) -> None:
+            await asyncio.sleep(0)
+            seen.append(event.context.connection_id)
+
+        assert post(event_headers("azure.webpubsub.sys.connected"), b"{}").status_code == 204
+        assert seen == ["conn-1"]
+
+    def test_listeners_for_one_hub_hear_only_that_hub(self) -> None:
+        registry = EventHandlers()
+        use_runtime(Runtime(local_settings(WEBPUBSUB_HUB="lobby"), registry=registry))
+        heard: list[str] = []
+        registry.on_connected(hub="LOBBY")(lambda event: heard.append("lobby"))
+        registry.on_connected(hub="other")(lambda event: heard.append("other"))
+        registry.on_connected(lambda event: heard.append("every hub"))
+        assert post(event_headers("azure.webpubsub.sys.connected", hub="lobby"), b"{}").status_code == 204
+        assert heard == ["lobby", "every hub"]
 
     def test_unknown_event_type_is_204_with_a_log_line(
         self, registry: EventHandlers, caplog: pytest.LogCaptureFixture
@@ -322,6 +365,37 @@ class TestUserEvents:
         assert response.status_code == 200
         assert response.headers["Content-Type"] == reply_type
         assert response.get_body() == (b'{"n":1}' if "json" in content_type else body)
+
+    def test_an_async_user_event_handler_replies(self, registry: EventHandlers) -> None:
+        @registry.on_user_event("echo")
+        async def echo(event: UserEvent) -> UserEventResponse:
+            await asyncio.sleep(0)
+            return UserEventResponse(f"async {event.data}")
+
+        response = post(event_headers("azure.webpubsub.user.echo", content_type="text/plain"), b"hi")
+        assert response.status_code == 200
+        assert response.get_body() == b"async hi"
+
+    def test_the_most_specific_user_event_handler_wins(self) -> None:
+        """This event on this hub, then this event on every hub, then any event on this hub, then on every hub."""
+        registry = EventHandlers()
+        use_runtime(Runtime(local_settings(WEBPUBSUB_HUB="lobby"), registry=registry))
+        registry.on_user_event()(lambda event: UserEventResponse("any event, every hub"))
+        registry.on_user_event(hub="lobby")(lambda event: UserEventResponse("any event, lobby"))
+        registry.on_user_event("ping")(lambda event: UserEventResponse("ping, every hub"))
+        registry.on_user_event("ping", hub="Lobby")(lambda event: UserEventResponse("ping, lobby"))
+
+        def reply(event_name: str) -> bytes:
+            headers = event_headers(f"azure.webpubsub.user.{event_name}", hub="lobby", content_type="text/plain")
+            return post(headers, b"").get_body()
+
+        assert reply("ping") == b"ping, lobby"
+        assert reply("other") == b"any event, lobby"
+
+    def test_a_second_handler_for_the_same_user_event_is_refused(self, registry: EventHandlers) -> None:
+        registry.on_user_event("echo")(lambda event: None)
+        with pytest.raises(ValueError, match="user event 'echo' is already registered"):
+            registry.on_user_event("echo")(lambda event: None)
 
     def test_state_round_trip(self, registry: EventHandlers) -> None:
         @registry.on_user_event("count")

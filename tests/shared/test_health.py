@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,20 +36,14 @@ from shared.config import load_settings
 from shared.health import HealthMonitor, HealthReport, HttpProbe, Status
 from shared.runtime import Runtime, get_runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
-from tests.conftest import entra_settings, local_settings
-from tests.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
-from tests.standins import IDENTITY_HEADER, StandIn, refusing, serve, silent, use_identity_endpoint
+from tests.support.clock import Clock
+from tests.support.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
+from tests.support.settings import entra_settings, local_settings
+from tests.support.standins import IDENTITY_HEADER, StandIn, refusing, serve, silent, use_identity_endpoint
 
 # Generous slack for a loaded CI machine: the bound checked is "deadline + margin", not a speed.
 MARGIN_SECONDS = 1.5
 SECRET_NAME = "wps-key"
-
-
-@pytest.fixture(autouse=True)
-def _no_process_monitor_left() -> Iterator[None]:
-    """The process-wide monitor of /api/health ends with the test that built it."""
-    yield
-    health.reset_monitor()
 
 
 def connection_string(endpoint: str) -> str:
@@ -181,14 +175,6 @@ def test_retry_after_follows_the_cache_time(servers: ExitStack) -> None:
 
 
 # Cache and single flight
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_many_calls_within_the_cache_time_probe_once(servers: ExitStack) -> None:
@@ -451,8 +437,7 @@ def keyvault_monitor(
     credential = FakeCredential()
     adapter = FakeAdapter(vault)
     source = KeyVaultTokenSource(
-        endpoint=settings.endpoint,
-        hub=settings.hub,
+        endpoint=settings.service.endpoint,
         vault_uri="https://test.vault.azure.net/",
         secret_name=SECRET_NAME,
         refresh_seconds=300,
@@ -569,12 +554,31 @@ def test_invalid_settings_are_unhealthy_and_name_the_setting() -> None:
     os.environ["WEBPUBSUB_CREDENTIAL"] = "nonsense"
     report = health.current_report()
     assert report.status is Status.UNHEALTHY
-    assert list(report.checks) == ["configuration"]
-    assert report.checks["configuration"].detail.startswith("WEBPUBSUB_CREDENTIAL:")
+    assert list(report.checks) == ["configuration"]  # without the service's settings nothing can be probed
+    detail = report.checks["configuration"].detail
+    assert detail.startswith("WEBPUBSUB_CREDENTIAL: must be one of")
+    assert "nonsense" not in detail  # anyone may read it; the log quotes the value
     response = health.render(report)
     assert response.status == 503
     assert response.headers["Retry-After"]
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_negotiate_misconfiguration_is_named_while_the_service_is_still_probed(servers: ExitStack) -> None:
+    """One concern's bad setting makes health 503 naming it; the dependencies are still checked."""
+    service = StandIn(200)
+    os.environ.update(
+        {
+            "WEBPUBSUB_CREDENTIAL": "connectionstring",
+            "WEBPUBSUB_CONNECTION_STRING": connection_string(serve(servers, service)),
+            "NEGOTIATE_AUTH": "appservice",
+        }
+    )
+    report = health.current_report()
+    assert report.status is Status.UNHEALTHY
+    assert report.checks["configuration"].detail.startswith("NEGOTIATE_AUTH:")
+    assert report.checks["webpubsub"].status is Status.HEALTHY
+    assert report.checks["credential"].status is Status.HEALTHY
 
 
 def test_a_configuration_error_never_shows_the_connection_string() -> None:
@@ -592,22 +596,23 @@ def test_a_configuration_error_never_shows_the_connection_string() -> None:
     assert EMULATOR_KEY not in text
 
 
-def test_reset_monitor_ends_the_process_monitor_and_its_threads(servers: ExitStack) -> None:
+def test_closing_the_runtime_ends_its_monitor_and_its_threads(servers: ExitStack) -> None:
     service = StandIn(200)
-    use_runtime(local_runtime(serve(servers, service)))
+    runtime = local_runtime(serve(servers, service))
+    use_runtime(runtime)
     before = set(probe_threads())
-    first = health.monitor_for(get_runtime())
+    first = get_runtime().health_monitor
     assert health.current_report().status is Status.HEALTHY
     workers = set(probe_threads()) - before
     assert workers  # the round ran on the monitor's own threads
 
-    health.reset_monitor()
+    runtime.close()
     assert not any(worker.is_alive() for worker in workers)
-    assert health.monitor_for(get_runtime()) is not first
+    assert get_runtime().health_monitor is not first
     assert health.current_report().status is Status.HEALTHY
     assert len(service.seen) == 2  # same runtime, but the cache ended with the old monitor
-    health.reset_monitor()
-    health.reset_monitor()  # nothing left to end: no error
+    runtime.close()
+    runtime.close()  # nothing left to end: no error
 
 
 def probe_threads() -> list[threading.Thread]:

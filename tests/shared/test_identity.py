@@ -9,7 +9,8 @@ from shared.config import BearerSettings
 from shared.errors import BadRequest, Unauthorized
 from shared.identity import AnonymousCaller, AppServicePrincipal, BearerCaller, build_identifier
 from shared.web import Request
-from tests.conftest import Issuer, local_settings
+from tests.support.issuer import Issuer
+from tests.support.settings import local_settings
 
 
 def request(headers: dict[str, str] | None = None, query: list[tuple[str, str]] | None = None) -> Request:
@@ -60,10 +61,10 @@ def test_anonymous_rejects_malformed_user_ids(user_id: str) -> None:
 
 
 def test_identifier_follows_the_mode() -> None:
-    assert isinstance(build_identifier(local_settings()), AnonymousCaller)
+    assert isinstance(build_identifier(local_settings().negotiate), AnonymousCaller)
     appservice = local_settings(NEGOTIATE_AUTH="appservice", WEBSITE_AUTH_ENABLED="true")
-    assert isinstance(build_identifier(appservice), AppServicePrincipal)
+    assert isinstance(build_identifier(appservice.negotiate), AppServicePrincipal)
     bearer = local_settings(
         NEGOTIATE_AUTH="bearer", NEGOTIATE_BEARER_ISSUER="https://issuer.example", NEGOTIATE_BEARER_AUDIENCE="a"
     )
-    assert isinstance(build_identifier(bearer), BearerCaller)
+    assert isinstance(build_identifier(bearer.negotiate), BearerCaller)

@@ -12,6 +12,7 @@ from typing import cast
 import azure.functions as func
 import jwt
 import pytest
+from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 import function_app
 from shared.bearer import BearerValidator
@@ -20,8 +21,10 @@ from shared.errors import DependencyUnavailable
 from shared.identity import BearerCaller
 from shared.runtime import Runtime, use_runtime
 from shared.tokens import ClientAccess, KeyTokenSource
-from tests.conftest import Issuer, http_request, local_settings
-from tests.fakes import EMULATOR_KEY, LOCAL_CONNECTION_STRING
+from tests.support.fakes import EMULATOR_KEY, LOCAL_CONNECTION_STRING
+from tests.support.functions import http_request
+from tests.support.issuer import Issuer
+from tests.support.settings import local_settings
 
 AUDIENCE = "http://localhost:8080/client/hubs/chat"
 
@@ -182,11 +185,16 @@ def test_bearer_mode_uses_the_token_and_refuses_forged_headers(issuer: Issuer) -
 
 
 class DownTokens:
-    def client_access(self, *, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int) -> ClientAccess:
+    def client_access(
+        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+    ) -> ClientAccess:
         raise DependencyUnavailable("Key Vault", "connection refused")
 
     def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
         return ()
+
+    def service_client(self, hub: str) -> WebPubSubServiceClient:
+        raise DependencyUnavailable("Key Vault", "connection refused")
 
 
 def test_dependency_down_is_503_with_retry_after() -> None:
@@ -223,7 +231,7 @@ def test_unexpected_failure_is_a_generic_500_never_an_exception(caplog: pytest.L
         def client_access(self, **kwargs: object) -> ClientAccess:
             raise RuntimeError("boom with details")
 
-    use_runtime(Runtime(local_settings(), token_source=Broken("http://localhost:8080", "chat", EMULATOR_KEY)))
+    use_runtime(Runtime(local_settings(), token_source=Broken("http://localhost:8080", EMULATOR_KEY)))
     with caplog.at_level(logging.ERROR):
         response = negotiate([("userId", "a")])
     assert response.status_code == 500

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 
 import pytest
@@ -30,14 +28,10 @@ from shared.protocol import (
     render_connect,
     render_user_event,
 )
-from tests.fakes import EMULATOR_KEY
+from tests.support.events import sign
+from tests.support.fakes import EMULATOR_KEY
 
 SECONDARY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
-
-
-def signed(key: str, connection_id: str) -> str:
-    """Computed here with hmac, independently of the code under test."""
-    return "sha256=" + hmac.new(key.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
 
 
 def headers(event_type: str = "azure.webpubsub.sys.connect", **extra: str) -> dict[str, str]:
@@ -57,19 +51,19 @@ def headers(event_type: str = "azure.webpubsub.sys.connect", **extra: str) -> di
 
 class TestSignatures:
     def test_primary_key_matches(self) -> None:
-        assert is_signature_valid("conn-1", signed(EMULATOR_KEY, "conn-1"), [EMULATOR_KEY])
+        assert is_signature_valid("conn-1", sign("conn-1", EMULATOR_KEY), [EMULATOR_KEY])
 
     def test_secondary_key_matches_when_the_app_has_only_it(self) -> None:
-        both = f"{signed(EMULATOR_KEY, 'conn-1')},{signed(SECONDARY, 'conn-1')}"
+        both = f"{sign('conn-1', EMULATOR_KEY)},{sign('conn-1', SECONDARY)}"
         assert is_signature_valid("conn-1", both, [SECONDARY])
 
     def test_two_header_lines_joined_with_spaces(self) -> None:
-        joined = f"{signed(EMULATOR_KEY, 'c')} ,  {signed(SECONDARY, 'c')}"
+        joined = f"{sign('c', EMULATOR_KEY)} ,  {sign('c', SECONDARY)}"
         assert is_signature_valid("c", joined, [SECONDARY])
         assert is_signature_valid("c", joined, [EMULATOR_KEY])
 
     def test_upper_case_hex_matches(self) -> None:
-        value = signed(EMULATOR_KEY, "conn-1")
+        value = sign("conn-1", EMULATOR_KEY)
         assert is_signature_valid("conn-1", "sha256=" + value[7:].upper(), [EMULATOR_KEY])
         assert is_signature_valid("conn-1", "SHA256=" + value[7:], [EMULATOR_KEY])
 
@@ -79,10 +73,10 @@ class TestSignatures:
             None,
             "",
             "sha256=",
-            signed(EMULATOR_KEY, "conn-2"),  # replayed from another connection
-            signed("wrong-key-wrong-key-wrong-key-wrong", "conn-1"),
-            signed(EMULATOR_KEY, "conn-1")[:-1] + "0",  # tampered
-            "md5=" + signed(EMULATOR_KEY, "conn-1")[7:],
+            sign("conn-2", EMULATOR_KEY),  # replayed from another connection
+            sign("conn-1", "wrong-key-wrong-key-wrong-key-wrong"),
+            sign("conn-1", EMULATOR_KEY)[:-1] + "0",  # tampered
+            "md5=" + sign("conn-1", EMULATOR_KEY)[7:],
             "sha256=zz\u00e9",
         ],
     )
@@ -90,7 +84,7 @@ class TestSignatures:
         assert not is_signature_valid("conn-1", header, [EMULATOR_KEY, SECONDARY])
 
     def test_no_keys_never_match(self) -> None:
-        assert not is_signature_valid("conn-1", signed(EMULATOR_KEY, "conn-1"), [])
+        assert not is_signature_valid("conn-1", sign("conn-1", EMULATOR_KEY), [])
 
 
 class TestAbuseProtection:

@@ -1,17 +1,21 @@
-"""The composition root: each collaborator built once, and the app's identity bounded in time."""
+"""The composition root: each collaborator built once, one reset for every cache, and the identity bounded in time."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from contextlib import ExitStack
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared import runtime as runtime_module
-from shared.runtime import IDENTITY_OPTIONS, Runtime
+from shared.config import load_settings
+from shared.errors import ConfigError
+from shared.runtime import IDENTITY_OPTIONS, AsyncRunner, Runtime, get_runtime, reset_runtime
 from shared.tokens import EntraTokenSource, KeyTokenSource
-from tests.conftest import entra_settings, local_settings
-from tests.standins import StandIn, serve, silent, use_identity_endpoint
+from tests.support.settings import LOCAL_ENVIRON, entra_settings, local_settings
+from tests.support.standins import StandIn, serve, silent, use_identity_endpoint
 
 WEBPUBSUB_SCOPE = "https://webpubsub.azure.com/.default"
 
@@ -68,3 +72,65 @@ def test_the_apps_identity_gives_up_on_a_silent_endpoint_after_its_read_timeout(
     with pytest.raises(ClientAuthenticationError) as raised:
         credential.get_token(WEBPUBSUB_SCOPE)
     assert "read timeout=0.3" in str(raised.value)
+
+
+def test_the_process_runtime_loads_the_environment_once_and_says_what_is_wrong(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, value in {**LOCAL_ENVIRON, "NEGOTIATE_AUTH": "appservice"}.items():
+        monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.WARNING, logger="shared.runtime"):
+        first = get_runtime()
+        monkeypatch.setenv("WEBPUBSUB_HUB", "changed")
+        assert get_runtime() is first
+    assert first.settings.service.hub == "chat"
+    messages = [record.getMessage() for record in caplog.records]
+    assert [message for message in messages if "NEGOTIATE_AUTH" in message and "invalid" in message]
+    assert any("WEBPUBSUB_CREDENTIAL=connectionstring" in message for message in messages)
+    assert len(messages) == 1 + len(first.settings.development_shortcuts)
+
+
+def test_a_negotiate_misconfiguration_leaves_the_event_handler_working() -> None:
+    """One route's bad setting fails that route only: the runtime builds everything else."""
+    runtime = Runtime(load_settings({**LOCAL_ENVIRON, "NEGOTIATE_AUTH": "appservice"}))
+    with pytest.raises(ConfigError) as caught:
+        _ = runtime.negotiator
+    assert caught.value.setting == "NEGOTIATE_AUTH"
+    assert runtime.events is runtime.events
+    assert runtime.health_monitor is runtime.health_monitor
+
+
+def test_reset_forgets_every_process_wide_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in LOCAL_ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    first = get_runtime()
+    monitor = first.health_monitor
+    loop = first.async_runner.loop
+    reset_runtime()
+    monkeypatch.setenv("WEBPUBSUB_HUB", "changed")
+    second = get_runtime()
+    assert second is not first
+    assert second.settings.service.hub == "changed"
+    assert second.health_monitor is not monitor
+    assert loop.is_closed()  # the old runtime's handler loop ended with it
+
+
+def test_async_runner_runs_coroutines_from_sync_code_on_one_loop() -> None:
+    runner = AsyncRunner()
+    loops = []
+
+    async def where() -> asyncio.AbstractEventLoop:
+        loops.append(asyncio.get_running_loop())
+        return loops[-1]
+
+    try:
+        assert runner.run(where()) is runner.run(where())
+        assert len(set(map(id, loops))) == 1
+
+        async def fails() -> None:
+            raise ValueError("raised in the handler")
+
+        with pytest.raises(ValueError, match="raised in the handler"):
+            runner.run(fails())
+    finally:
+        runner.close()

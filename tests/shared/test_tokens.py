@@ -10,11 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 from azure.keyvault.secrets import SecretClient
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from shared.errors import ConfigError, DependencyUnavailable
 from shared.tokens import EntraTokenSource, KeyTokenSource, KeyVaultTokenSource, key_from_secret
-from tests.fakes import (
+from tests.support.clock import Clock
+from tests.support.fakes import (
     EMULATOR_KEY,
     FakeAdapter,
     FakeCredential,
@@ -35,18 +35,12 @@ def verify(token: str, key: str, endpoint: str = ENDPOINT, hub: str = "chat") ->
     return claims
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_key_source_signs_least_privilege_token_locally() -> None:
-    source = KeyTokenSource(ENDPOINT, "chat", EMULATOR_KEY)
+    source = KeyTokenSource(ENDPOINT, EMULATOR_KEY)
     before = int(time.time())
-    access = source.client_access(user_id="alice", roles=["webpubsub.sendToGroup.chat"], groups=["chat"], minutes=5)
+    access = source.client_access(
+        hub="chat", user_id="alice", roles=["webpubsub.sendToGroup.chat"], groups=["chat"], minutes=5
+    )
     claims = verify(access.token, EMULATOR_KEY)
     assert claims["sub"] == "alice"
     assert claims["role"] == ["webpubsub.sendToGroup.chat"]
@@ -60,8 +54,8 @@ def test_key_source_signs_least_privilege_token_locally() -> None:
 
 
 def test_key_source_uses_ws_for_a_local_http_service() -> None:
-    access = KeyTokenSource("http://localhost:8080", "chat", EMULATOR_KEY).client_access(
-        user_id="u", roles=[], groups=[], minutes=1
+    access = KeyTokenSource("http://localhost:8080", EMULATOR_KEY).client_access(
+        hub="chat", user_id="u", roles=[], groups=[], minutes=1
     )
     assert access.base_url == "ws://localhost:8080/client/hubs/chat"
     claims = verify(access.token, EMULATOR_KEY, endpoint="http://localhost:8080")
@@ -70,11 +64,11 @@ def test_key_source_uses_ws_for_a_local_http_service() -> None:
 
 
 def test_key_source_creates_one_sdk_client() -> None:
-    source = KeyTokenSource(ENDPOINT, "chat", EMULATOR_KEY)
-    source.client_access(user_id="a", roles=[], groups=[], minutes=1)
-    client = source._service_client()
-    source.client_access(user_id="b", roles=[], groups=[], minutes=1)
-    assert source._service_client() is client
+    source = KeyTokenSource(ENDPOINT, EMULATOR_KEY)
+    source.client_access(hub="chat", user_id="a", roles=[], groups=[], minutes=1)
+    client = source.service_client("chat")
+    source.client_access(hub="chat", user_id="b", roles=[], groups=[], minutes=1)
+    assert source.service_client("chat") is client
 
 
 def keyvault(
@@ -83,7 +77,6 @@ def keyvault(
     adapter = FakeAdapter(vault)
     return KeyVaultTokenSource(
         endpoint=ENDPOINT,
-        hub="chat",
         vault_uri="https://test.vault.azure.net/",
         secret_name="wps-key",
         refresh_seconds=refresh,
@@ -109,7 +102,7 @@ def test_keyvault_key_is_read_once_for_many_tokens() -> None:
     vault = FakeKeyVault({"wps-key": EMULATOR_KEY})
     source = keyvault(vault, Clock())
     for number in range(50):
-        access = source.client_access(user_id=f"u{number}", roles=[], groups=[], minutes=5)
+        access = source.client_access(hub="chat", user_id=f"u{number}", roles=[], groups=[], minutes=5)
         verify(access.token, EMULATOR_KEY)
     assert vault.reads == 1
     assert source.access_keys() == (EMULATOR_KEY,)
@@ -118,7 +111,7 @@ def test_keyvault_key_is_read_once_for_many_tokens() -> None:
 
 def test_keyvault_secret_may_hold_a_connection_string() -> None:
     vault = FakeKeyVault({"wps-key": f"Endpoint={ENDPOINT};AccessKey={EMULATOR_KEY};Version=1.0;"})
-    access = keyvault(vault, Clock()).client_access(user_id="u", roles=[], groups=[], minutes=5)
+    access = keyvault(vault, Clock()).client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     assert verify(access.token, EMULATOR_KEY)["sub"] == "u"
 
 
@@ -133,37 +126,37 @@ def test_keyvault_refreshes_in_the_background_after_the_ttl() -> None:
     vault = FakeKeyVault({"wps-key": EMULATOR_KEY})
     clock = Clock()
     source = keyvault(vault, clock, refresh=60)
-    source.client_access(user_id="u", roles=[], groups=[], minutes=5)
+    source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     vault.secrets["wps-key"] = SECOND_KEY  # rotated
     clock.now += 61
     # The request that finds the key stale is served at once with the cached key ...
-    stale = source.client_access(user_id="u", roles=[], groups=[], minutes=5)
+    stale = source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     verify(stale.token, EMULATOR_KEY)
     # ... while one background read fetches the new key.
     wait_until(lambda: source.access_keys() == (SECOND_KEY,))
     assert vault.reads == 2
-    verify(source.client_access(user_id="u", roles=[], groups=[], minutes=5).token, SECOND_KEY)
+    verify(source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5).token, SECOND_KEY)
 
 
 def test_keyvault_down_keeps_issuing_with_the_cached_key_and_recovers() -> None:
     vault = FakeKeyVault({"wps-key": EMULATOR_KEY})
     clock = Clock()
     source = keyvault(vault, clock, refresh=60)
-    source.client_access(user_id="u", roles=[], groups=[], minutes=5)
+    source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     vault.available = False
     clock.now += 61
     for _ in range(20):
-        verify(source.client_access(user_id="u", roles=[], groups=[], minutes=5).token, EMULATOR_KEY)
+        verify(source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5).token, EMULATOR_KEY)
     wait_until(lambda: source.status().last_error is not None)
     reads_while_down = vault.reads
     assert source.status().has_key
     for _ in range(20):  # within the retry pause, nobody hits Key Vault again
-        source.client_access(user_id="u", roles=[], groups=[], minutes=5)
+        source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     assert vault.reads == reads_while_down
     vault.available = True
     vault.secrets["wps-key"] = SECOND_KEY
     clock.now += 10
-    source.client_access(user_id="u", roles=[], groups=[], minutes=5)
+    source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     wait_until(lambda: source.access_keys() == (SECOND_KEY,))
     assert source.status().last_error is None
 
@@ -172,12 +165,12 @@ def test_keyvault_down_without_a_cached_key_is_a_503() -> None:
     vault = FakeKeyVault({"wps-key": EMULATOR_KEY}, available=False)
     source = keyvault(vault, Clock())
     with pytest.raises(DependencyUnavailable) as caught:
-        source.client_access(user_id="u", roles=[], groups=[], minutes=5)
+        source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     assert caught.value.dependency == "Key Vault"
     assert caught.value.headers["Retry-After"]
     reads = vault.reads
     with pytest.raises(DependencyUnavailable):  # answered from the remembered failure
-        source.client_access(user_id="u", roles=[], groups=[], minutes=5)
+        source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     assert vault.reads == reads
 
 
@@ -190,7 +183,7 @@ def test_keyvault_down_without_a_cached_key_is_a_503() -> None:
 )
 def test_keyvault_failures_explain_the_fix(vault: FakeKeyVault, words: str) -> None:
     with pytest.raises(DependencyUnavailable) as caught:
-        keyvault(vault, Clock()).client_access(user_id="u", roles=[], groups=[], minutes=5)
+        keyvault(vault, Clock()).client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     assert words in caught.value.log_message
 
 
@@ -198,7 +191,7 @@ def test_keyvault_identity_failure_is_a_503() -> None:
     vault = FakeKeyVault({"wps-key": EMULATOR_KEY})
     with pytest.raises(DependencyUnavailable):
         keyvault(vault, Clock(), credential=FakeCredential(available=False)).client_access(
-            user_id="u", roles=[], groups=[], minutes=5
+            hub="chat", user_id="u", roles=[], groups=[], minutes=5
         )
 
 
@@ -224,7 +217,7 @@ def test_keyvault_concurrent_first_use_reads_once() -> None:
 
     def negotiate() -> None:
         try:
-            source.client_access(user_id="u", roles=[], groups=[], minutes=5)
+            source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -246,11 +239,8 @@ def entra(adapter: FakeAdapter, credential: FakeCredential | None = None) -> Ent
     cred = credential or FakeCredential()
     return EntraTokenSource(
         endpoint=ENDPOINT,
-        hub="chat",
         credential_provider=lambda: cred,
-        client_factory=lambda: WebPubSubServiceClient(
-            ENDPOINT, "chat", cred, transport=transport_for(adapter), retry_total=0
-        ),
+        sdk_options={"transport": transport_for(adapter), "retry_total": 0},
     )
 
 
@@ -262,7 +252,7 @@ def test_entra_source_calls_generate_token_with_the_identity() -> None:
 
     adapter = FakeAdapter(service)
     access = entra(adapter).client_access(
-        user_id="alice", roles=["webpubsub.sendToGroup.chat"], groups=["chat"], minutes=30
+        hub="chat", user_id="alice", roles=["webpubsub.sendToGroup.chat"], groups=["chat"], minutes=30
     )
     assert access.token == issued
     assert access.url == f"wss://contoso.webpubsub.azure.com/client/hubs/chat?access_token={issued}"
@@ -284,7 +274,7 @@ def test_entra_source_reuses_client_and_credential() -> None:
     adapter = FakeAdapter(lambda seen: json_reply(200, {"token": service_token()}))
     source = entra(adapter, credential)
     for _ in range(5):
-        source.client_access(user_id="u", roles=[], groups=[], minutes=60)
+        source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=60)
     assert len(adapter.seen) == 5
     assert credential.calls == 1  # the SDK's token cache holds the identity token
 
@@ -305,7 +295,7 @@ def test_entra_source_failures_are_503_with_the_cause(
 ) -> None:
     source = entra(FakeAdapter(handler), credential)  # type: ignore[arg-type]
     with pytest.raises(DependencyUnavailable) as caught:
-        source.client_access(user_id="u", roles=[], groups=[], minutes=60)
+        source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=60)
     assert caught.value.dependency == dependency
     assert words in caught.value.log_message
     assert caught.value.status == 503
@@ -336,7 +326,6 @@ def test_keyvault_probe_makes_one_attempt_without_retries() -> None:
     adapter = FakeAdapter(vault)
     source = KeyVaultTokenSource(
         endpoint=ENDPOINT,
-        hub="chat",
         vault_uri="https://test.vault.azure.net/",
         secret_name="wps-key",
         refresh_seconds=300,

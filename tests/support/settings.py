@@ -1,0 +1,47 @@
+"""App settings for tests: the local-development baseline, entra mode, and the process environment."""
+
+from __future__ import annotations
+
+import os
+
+from shared.config import Settings, load_settings
+from shared.runtime import reset_runtime
+from tests.support.fakes import LOCAL_CONNECTION_STRING
+
+LOCAL_ENVIRON = {
+    "WEBPUBSUB_CREDENTIAL": "connectionstring",
+    "WEBPUBSUB_CONNECTION_STRING": LOCAL_CONNECTION_STRING,
+    "NEGOTIATE_AUTH": "anonymous",
+}
+# The prefixes of the app's own settings, cleared by `use_environment`.
+APP_SETTING_PREFIXES = ("WEBPUBSUB_", "NEGOTIATE_", "EVENTHANDLER_", "KEYVAULT_", "HEALTH_", "TOKEN_", "CLIENT_PAGE")
+
+
+def local_settings(**overrides: str) -> Settings:
+    """Settings as local development has them (connection string, anonymous negotiate), with overrides.
+
+    Every concern must load: a test that wants an invalid concern builds its Settings with load_settings.
+    """
+    return load_settings({**LOCAL_ENVIRON, **overrides}).check()
+
+
+def entra_settings(endpoint: str, **overrides: str) -> Settings:
+    """Entra mode (no key) against `endpoint`, anonymous negotiate, unauthenticated events, with overrides."""
+    environ = {
+        "WEBPUBSUB_CREDENTIAL": "entra",
+        "WEBPUBSUB_ENDPOINT": endpoint,
+        "NEGOTIATE_AUTH": "anonymous",
+        "EVENTHANDLER_AUTH": "none",
+    }
+    return load_settings({**environ, **overrides}).check()
+
+
+def use_environment(**values: str) -> None:
+    """Replace the app's settings in the process environment and forget the runtime built from the old ones.
+
+    The autouse fixture of tests/conftest.py restores the environment after the test.
+    """
+    for name in [name for name in os.environ if name.startswith(APP_SETTING_PREFIXES)]:
+        del os.environ[name]
+    os.environ.update(values)
+    reset_runtime()
