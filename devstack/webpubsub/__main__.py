@@ -5,23 +5,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
 from ..servers import bind_socket, redact_tokens_in_server_logs
-from .app import CONNECTIONS_PATH, UPSTREAM_LOG_PATH, LocalWebPubSub, connection_string
+from .app import CONNECTIONS_PATH, HUBS_PATH, UPSTREAM_LOG_PATH, LocalWebPubSub, connection_string, is_loopback
 from .identity import IDENTITY_PATH
 from .settings import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_EVENT_HANDLER_URL,
-    DEFAULT_IDENTITY_HEADER,
     DEFAULT_PORT,
     SYSTEM_EVENTS,
     EventHandlerSettings,
+    HubSettings,
     ServiceSettings,
+    hubs_from_json,
+    new_identity_header,
 )
 
 
@@ -58,11 +62,21 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--user-events", default="*", help="user events to send upstream: *, names or wildcards (default: %(default)s)"
     )
+    parser.add_argument(
+        "--managed-identity-resource",
+        metavar="AUDIENCE",
+        help="authenticate to the event handler as the service's managed identity, with tokens for AUDIENCE",
+    )
     parser.add_argument("--no-event-handler", action="store_true", help="send no events upstream at all")
     parser.add_argument(
+        "--hubs-file",
+        type=Path,
+        help='JSON hub settings, {"hubs": {"<hub>": {"eventHandlers": [...]}}} in the service\'s shape',
+    )
+    parser.add_argument(
         "--identity-header",
-        default=DEFAULT_IDENTITY_HEADER,
-        help="IDENTITY_HEADER value the local managed-identity endpoint expects (default: %(default)s)",
+        default=None,
+        help="IDENTITY_HEADER value the local managed-identity endpoint expects (default: random for this run)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
@@ -78,32 +92,55 @@ def settings_from(arguments: argparse.Namespace) -> ServiceSettings:
                 system_events=system_events,
                 user_event_pattern=arguments.user_events,
                 hubs=frozenset(arguments.hubs) if arguments.hubs else None,
+                managed_identity_resource=arguments.managed_identity_resource,
             ),
         )
+    hubs: tuple[HubSettings, ...] = ()
+    if arguments.hubs_file is not None:
+        try:
+            hubs = hubs_from_json(json.loads(arguments.hubs_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{arguments.hubs_file}: {error}") from None
     return ServiceSettings(
-        access_key=arguments.access_key, event_handlers=handlers, identity_header=arguments.identity_header
+        access_key=arguments.access_key,
+        event_handlers=handlers,
+        hubs=hubs,
+        identity_header=arguments.identity_header or new_identity_header(),
     )
 
 
-def banner(settings: ServiceSettings, endpoint: str) -> str:
+def banner(settings: ServiceSettings, endpoint: str, listen_host: str = "127.0.0.1") -> str:
     lines = [
         "Local Web PubSub service: a development tool. Production uses Azure Web PubSub.",
         f"  Connection string: {connection_string(endpoint, settings.access_key)}",
     ]
+    if not is_loopback(listen_host):
+        lines.insert(
+            0,
+            f"WARNING: listening on {listen_host}: other machines can reach this development service, "
+            "its REST API and its identity endpoint. Use --host 127.0.0.1 unless you mean it.",
+        )
+    for hub in settings.hubs:
+        for handler in hub.event_handlers:
+            lines.append(f"  Hub {hub.name}:  {_describe(handler)}")
     for handler in settings.event_handlers:
         hubs = ", ".join(sorted(handler.hubs)) if handler.hubs else "every hub"
-        events = ", ".join(sorted(handler.system_events)) or "none"
-        lines.append(
-            f"  Event handler:     {handler.url_template} ({hubs}; system events: {events}; "
-            f"user events: {handler.user_event_pattern or 'none'})"
-        )
+        lines.append(f"  Event handler:     {_describe(handler)} ({hubs})")
     if not settings.event_handlers:
         lines.append("  Event handler:     none (no events are sent upstream)")
     lines += [
         f"  Managed identity:  IDENTITY_ENDPOINT={endpoint}{IDENTITY_PATH} IDENTITY_HEADER={settings.identity_header}",
         f"  Upstream log:      {endpoint}{UPSTREAM_LOG_PATH}   connections: {endpoint}{CONNECTIONS_PATH}",
+        f"  Hub settings:      {endpoint}{HUBS_PATH}",
     ]
     return "\n".join(lines)
+
+
+def _describe(handler: EventHandlerSettings) -> str:
+    events = ", ".join(sorted(handler.system_events)) or "none"
+    auth = f"; ManagedIdentity for {handler.managed_identity_resource}" if handler.managed_identity_resource else ""
+    url = handler.to_json()["urlTemplate"]
+    return f"{url} (system events: {events}; user events: {handler.user_event_pattern or 'none'}{auth})"
 
 
 def _public_host(listen_host: str) -> str:
@@ -131,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = LocalWebPubSub(settings)
     sock = bind_socket(arguments.host, arguments.port)
     public_host = _public_host(arguments.host)
-    print(banner(settings, f"http://{public_host}:{sock.getsockname()[1]}"), flush=True)
+    endpoint = f"http://{public_host}:{sock.getsockname()[1]}"
+    service.bind_endpoint(endpoint)
+    print(banner(settings, endpoint, arguments.host), flush=True)
     config = uvicorn.Config(service.app, log_config=None, access_log=False, **service.uvicorn_options)
     # In the main thread, so Ctrl+C stops it gracefully; uvicorn re-raises the interrupt afterwards.
     with contextlib.suppress(KeyboardInterrupt):

@@ -14,16 +14,19 @@ import json
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
-from .connections import ClientConnection, ConnectionManager, Transport, new_connection_id
+from .connections import SUPPORTED_SUBPROTOCOLS, ClientConnection, ConnectionManager, Transport, new_connection_id
 from .permissions import GroupAction, is_valid_group_name
 from .protocol import (
-    SUPPORTED_SUBPROTOCOLS,
     BadClientRequest,
+    CancelInvocation,
+    Invoke,
     JoinGroup,
     LeaveGroup,
     MalformedFrame,
@@ -32,14 +35,11 @@ from .protocol import (
     SendEvent,
     SendToGroup,
     SequenceAck,
-    ack_frame,
-    connected_frame,
-    parse_client_frame,
-    pong_frame,
+    WrongFrameType,
 )
 from .settings import ServiceSettings
 from .tokens import ClientIdentity, TokenError, validate_client_token
-from .upstream import EventContext, UpstreamDispatcher
+from .upstream import EventContext, UpstreamDispatcher, UserEventOutcome
 
 __all__ = ["HUB_NAME", "ClientEndpoint"]
 
@@ -51,6 +51,9 @@ HUB_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
 #: arguments. Anything else (including a lost network, 1006) leaves a reliable connection
 #: waiting for recovery.
 _FINAL_CLIENT_CLOSE_CODES = frozenset({1000, 1001, 1005})
+#: How an event handler's failure answers an invoke: its 4xx by name, anything else as a server error.
+_INVOKE_ERROR_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}
+_MAX_INVOKE_ERROR_MESSAGE = 1024
 
 
 class _Refusal(Exception):
@@ -63,10 +66,18 @@ class _Refusal(Exception):
 class ClientEndpoint:
     """Serves ``/client/hubs/{hub}`` and ``/client/?hub=`` for every client protocol (see ``handle``)."""
 
-    def __init__(self, settings: ServiceSettings, manager: ConnectionManager, dispatcher: UpstreamDispatcher) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        manager: ConnectionManager,
+        dispatcher: UpstreamDispatcher,
+        endpoint: Callable[[], str],
+    ) -> None:
         self.settings = settings
         self.manager = manager
         self.dispatcher = dispatcher
+        #: The service's configured public endpoint: what tokens must name, never the client's Host.
+        self.endpoint = endpoint
 
     async def handle(self, websocket: WebSocket) -> None:
         await websocket.receive()  # the websocket.connect message: the handshake is now ours to answer
@@ -94,9 +105,9 @@ class ClientEndpoint:
         transport = Transport(websocket, self.settings.outbound_queue_frames)
         self.manager.attach(connection, transport, replay=False)
         self.manager.register(connection, groups)
-        if connection.uses_json:
+        if connection.codec is not None:
             connection.send_control(
-                connected_frame(connection.user_id, connection.connection_id, connection.reconnection_token)
+                connection.codec.connected(connection.user_id, connection.connection_id, connection.reconnection_token)
             )
         context, event_id = connection.event_context(), connection.next_event_id()
 
@@ -113,16 +124,16 @@ class ClientEndpoint:
         token = websocket.query_params.get("access_token") or _bearer(websocket.headers.get("authorization"))
         if not token:
             raise _Refusal(401, "An access token is required (access_token query or Authorization header).")
-        connected_url = f"{websocket.url.scheme}://{websocket.headers.get('host', websocket.url.netloc)}"
+        endpoint = self.endpoint()
         try:
-            identity = validate_client_token(token, self.settings.access_key, connected_url=connected_url, hub=raw_hub)
+            identity = validate_client_token(token, self.settings.access_key, endpoint=endpoint, hub=raw_hub)
         except TokenError as error:
             raise _Refusal(401, f"Unauthorized: {error}.") from error
         if not all(is_valid_group_name(group) for group in identity.groups):
             raise _Refusal(400, "The token contains an invalid group name.")
 
         connection_id = new_connection_id()
-        origin_host = websocket.url.hostname or "localhost"
+        origin_host = urlsplit(endpoint).hostname or "localhost"
         subprotocol = next((name for name in offered if name.lower() in SUPPORTED_SUBPROTOCOLS), None)
         user_id, roles, groups = identity.user_id, list(identity.roles), list(identity.groups)
         connection_state: str | None = None
@@ -166,7 +177,10 @@ class ClientEndpoint:
         accepted = connection.subprotocol if connection.subprotocol in offered else None
         await websocket.accept(subprotocol=accepted)
         transport = Transport(websocket, self.settings.outbound_queue_frames)
-        transport.send(connected_frame(connection.user_id, connection.connection_id, connection.reconnection_token))
+        if connection.codec is not None:
+            transport.send(
+                connection.codec.connected(connection.user_id, connection.connection_id, connection.reconnection_token)
+            )
         self.manager.attach(connection, transport, replay=True)
         logger.info("recovered %s (%d messages replayed)", connection_id, len(connection.unacked))
         await self._serve(connection, transport)
@@ -185,13 +199,11 @@ class ClientEndpoint:
                 if connection.closed or connection.transport is not transport:
                     continue  # closing, or superseded by a recovered socket: ignore stragglers
                 text, data = message.get("text"), message.get("bytes")
-                if not connection.uses_json:
+                if connection.codec is None:
                     payload = Payload("text", text.encode()) if text is not None else Payload("binary", data or b"")
                     await self._submit_event(connection, "message", payload, ack_id=None)
-                elif text is None:
-                    self.manager.close(connection, "The JSON subprotocols accept text frames only.", code=1003)
                 else:
-                    await self._on_json_frame(connection, text)
+                    await self._on_frame(connection, text, data)
         finally:
             reason: str | None
             if transport.close_request is not None:
@@ -206,27 +218,41 @@ class ClientEndpoint:
                 await asyncio.wait({writer}, timeout=1.0)
             writer.cancel()
 
-    async def _on_json_frame(self, connection: ClientConnection, text: str) -> None:
+    async def _on_frame(self, connection: ClientConnection, text: str | None, data: bytes | None) -> None:
+        codec = connection.codec
+        assert codec is not None
         try:
-            request = parse_client_frame(text)
+            request = codec.parse(text, data)
+        except WrongFrameType as error:
+            self.manager.close(connection, str(error), code=1003)
+            return
         except MalformedFrame as error:
             self.manager.close(connection, f"The client message is not a valid protocol message: {error}.", code=1007)
             return
         except BadClientRequest as error:
             if error.ack_id is not None:
-                connection.send_control(ack_frame(error.ack_id, "BadRequest", str(error)))
+                connection.send_control(codec.ack(error.ack_id, "BadRequest", str(error)))
+            elif error.invocation_id is not None:
+                connection.send_control(codec.invoke_response(error.invocation_id, None, "BadRequest", str(error)))
             else:
                 logger.info("ignored a bad request from %s: %s", connection.connection_id, error)
             return
         if isinstance(request, Ping):
-            connection.send_control(pong_frame())
+            connection.send_control(codec.pong())
+            return
+        if isinstance(request, Invoke):
+            await self._submit_invoke(connection, request)
+            return
+        if isinstance(request, CancelInvocation):
+            # The event handler is already called; its answer is dropped instead of delivered.
+            connection.invocations.discard(request.invocation_id)
             return
         if isinstance(request, SequenceAck):
             self.manager.acknowledge(connection, request.sequence_id)
             return
         ack_id = request.ack_id
         if ack_id is not None and ack_id in connection.ack_ids:
-            connection.send_control(ack_frame(ack_id, "Duplicate", f"Message with ack-id: {ack_id} has been processed"))
+            connection.send_control(codec.ack(ack_id, "Duplicate", f"Message with ack-id: {ack_id} has been processed"))
             return
         if isinstance(request, SendEvent):
             await self._submit_event(connection, request.event, request.payload, ack_id=ack_id)
@@ -236,7 +262,7 @@ class ClientEndpoint:
             verb = {JoinGroup: "join", LeaveGroup: "leave", SendToGroup: "send to"}[type(request)]
             if ack_id is not None:
                 connection.send_control(
-                    ack_frame(
+                    codec.ack(
                         ack_id, "Forbidden", f"The client does not have permission to {verb} group '{request.group}'."
                     )
                 )
@@ -249,7 +275,41 @@ class ClientEndpoint:
             self.manager.send_from_client(connection, request.group, request.payload, no_echo=request.no_echo)
         if ack_id is not None:
             connection.ack_ids.add(ack_id)
-            connection.send_control(ack_frame(ack_id))
+            connection.send_control(codec.ack(ack_id))
+
+    async def _submit_invoke(self, connection: ClientConnection, request: Invoke) -> None:
+        """Send the invoke upstream as a user event; the handler's reply (or failure) answers the client."""
+        codec = connection.codec
+        assert codec is not None
+        invocation_id = request.invocation_id
+        if invocation_id in connection.invocations:
+            message = f"Invocation '{invocation_id}' is already in progress."
+            connection.send_control(codec.invoke_response(invocation_id, None, "BadRequest", message))
+            return
+        await connection.lane.capacity.acquire()
+        connection.invocations.add(invocation_id)
+        event_id = connection.next_event_id()
+        context = connection.event_context()
+        dispatcher = self.dispatcher
+        payload = request.payload or Payload("binary", b"")
+
+        async def send_invoke() -> None:
+            try:
+                outcome = await dispatcher.user_event(context, request.event, payload, event_id)
+                if connection.closed or invocation_id not in connection.invocations:
+                    return  # cancelled by the client, or gone
+                connection.invocations.discard(invocation_id)
+                if outcome.connection_state is not None:
+                    connection.connection_state = outcome.connection_state or None
+                if outcome.succeeded:
+                    connection.send_control(codec.invoke_response(invocation_id, outcome.reply))
+                else:
+                    name, message = _invoke_error(outcome)
+                    connection.send_control(codec.invoke_response(invocation_id, None, name, message))
+            finally:
+                connection.lane.capacity.release()
+
+        connection.lane.submit(send_invoke)
 
     async def _submit_event(
         self, connection: ClientConnection, event_name: str, payload: Payload, *, ack_id: int | None
@@ -272,12 +332,14 @@ class ClientEndpoint:
                 if outcome.succeeded:
                     if outcome.reply is not None:
                         manager.send_from_server([connection], outcome.reply)
-                    if ack_id is not None:
-                        connection.send_control(ack_frame(ack_id))
-                elif connection.uses_json:
+                    if ack_id is not None and connection.codec is not None:
+                        connection.send_control(connection.codec.ack(ack_id))
+                elif connection.codec is not None:
                     if ack_id is not None:
                         connection.ack_ids.discard(ack_id)
-                        connection.send_control(ack_frame(ack_id, "InternalServerError", "Internal server error"))
+                        connection.send_control(
+                            connection.codec.ack(ack_id, "InternalServerError", "Internal server error")
+                        )
                 else:
                     manager.close(connection, "The event handler failed to handle the message.", code=1011)
             finally:
@@ -292,6 +354,19 @@ async def _refuse(websocket: WebSocket, status: int, reason: str) -> None:
         await websocket.send_denial_response(PlainTextResponse(reason, status_code=status))
     except RuntimeError:  # a server without the denial extension: uvicorn turns this into 403
         await websocket.close(1008, reason[:120])
+
+
+def _invoke_error(outcome: UserEventOutcome) -> tuple[str, str]:
+    """The invoke error for a failed event handler call: a 4xx with its own words, else a server error.
+
+    A handler that refuses (4xx) speaks to the client, so its text body is the message; a failing
+    or unreachable handler's details stay in the service's log.
+    """
+    status = outcome.status
+    if status is not None and 400 <= status < 500:
+        message = (outcome.error_text or "").strip()[:_MAX_INVOKE_ERROR_MESSAGE]
+        return _INVOKE_ERROR_NAMES.get(status, "BadRequest"), message or f"The event handler answered {status}."
+    return "InternalServerError", "The event handler failed to handle the invocation."
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -20,28 +20,30 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from starlette.websockets import WebSocket
 
 from .permissions import RolePermissions
-from .protocol import (
-    RELIABLE_JSON_SUBPROTOCOL,
-    SUPPORTED_SUBPROTOCOLS,
-    Payload,
-    disconnected_frame,
-    group_message_frame,
-    server_message_frame,
-)
+from .protobuf_protocol import PROTOBUF_CODEC, ProtobufCodec
+from .protocol import JSON_CODEC, Codec, Frame, Payload
 from .settings import ServiceSettings
 from .upstream import EventContext, EventLane, UpstreamDispatcher
 
-__all__ = ["ClientConnection", "ConnectionManager", "Transport"]
+__all__ = ["SUPPORTED_SUBPROTOCOLS", "ClientConnection", "ConnectionManager", "Transport", "codec_for"]
 
 logger = logging.getLogger("devstack.webpubsub.connections")
 
-Frame = str | bytes
-Mode = Literal["raw", "json", "reliable"]
+_CODECS: tuple[Codec, ...] = (JSON_CODEC, PROTOBUF_CODEC)
+#: Every subprotocol the service speaks; any other (or none) makes a simple WebSocket client.
+SUPPORTED_SUBPROTOCOLS = tuple(name for codec in _CODECS for name in codec.subprotocols)
+
+
+def codec_for(subprotocol: str | None) -> Codec | None:
+    """The codec of a predefined subprotocol; None for a simple WebSocket client."""
+    for codec in _CODECS:
+        if subprotocol is not None and subprotocol.lower() in codec.subprotocols:
+            return codec
+    return None
 
 
 @dataclass(frozen=True)
@@ -120,13 +122,17 @@ class ClientConnection:
         self.permissions = RolePermissions(self.roles)
         #: The subprotocol accepted in the handshake (what ``ce-subprotocol`` reports).
         self.subprotocol = subprotocol
-        self.mode: Mode = _mode_of(subprotocol)
+        #: How frames are parsed and rendered; None for a simple WebSocket client (raw frames).
+        self.codec = codec_for(subprotocol)
+        self.reliable = self.codec is not None and (subprotocol or "").lower() == self.codec.reliable_subprotocol
         self.origin_host = origin_host
         self.connection_state = connection_state
         self.groups: set[str] = set()
         #: ackIds already handled successfully (or in flight): repeats get a ``Duplicate`` ack.
         self.ack_ids: set[int] = set()
-        self.reconnection_token = secrets.token_urlsafe(32) if self.mode == "reliable" else None
+        self.reconnection_token = secrets.token_urlsafe(32) if self.reliable else None
+        #: invocationIds whose invokeResponse is still due; cancelled ones get none.
+        self.invocations: set[str] = set()
         self.transport: Transport | None = None
         self.lane = EventLane(connection_id)
         self.closed = False
@@ -137,8 +143,18 @@ class ClientConnection:
         self.recovery_timer: asyncio.TimerHandle | None = None
 
     @property
-    def uses_json(self) -> bool:
-        return self.mode != "raw"
+    def mode(self) -> str:
+        """``raw``, ``json``, ``reliable``, ``protobuf`` or ``protobuf.reliable`` (for the debug route)."""
+        if self.codec is None:
+            return "raw"
+        if isinstance(self.codec, ProtobufCodec):
+            return "protobuf.reliable" if self.reliable else "protobuf"
+        return "reliable" if self.reliable else "json"
+
+    @property
+    def speaks_subprotocol(self) -> bool:
+        """A PubSub client (JSON or protobuf), not a simple WebSocket client."""
+        return self.codec is not None
 
     def next_event_id(self) -> int:
         event_id = self._next_event_id
@@ -169,12 +185,6 @@ def new_connection_id() -> str:
     return uuid.uuid4().hex
 
 
-def _mode_of(subprotocol: str | None) -> Mode:
-    if subprotocol is None or subprotocol.lower() not in SUPPORTED_SUBPROTOCOLS:
-        return "raw"
-    return "reliable" if subprotocol.lower() == RELIABLE_JSON_SUBPROTOCOL else "json"
-
-
 class ConnectionManager:
     """All live connections of the service, indexed by hub, group and user."""
 
@@ -184,8 +194,6 @@ class ConnectionManager:
         self._connections: dict[str, ClientConnection] = {}
         self._group_members: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
         self._user_connections: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
-        #: Groups a user was added to through REST: new connections of that user join them too.
-        self._user_groups: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
         #: Lanes of ended connections still delivering their last events (``disconnected``).
         self._finishing_lanes: set[EventLane] = set()
         #: Set whenever a connection ends or its last events are delivered; see ``is_quiet``.
@@ -197,7 +205,6 @@ class ConnectionManager:
         self._connections[connection.connection_id] = connection
         if connection.user_id is not None:
             self._user_connections[(connection.hub, connection.user_id)].add(connection.connection_id)
-            groups = [*groups, *self._user_groups.get((connection.hub, connection.user_id), ())]
         for group in groups:
             self.join(connection, group)
         logger.info(
@@ -230,7 +237,7 @@ class ConnectionManager:
         connection.transport = None
         if connection.closed:
             return
-        if recoverable and connection.mode == "reliable":
+        if recoverable and connection.reliable:
             loop = asyncio.get_running_loop()
             connection.recovery_timer = loop.call_later(self.settings.recovery_window_seconds, self._expire, connection)
             logger.info(
@@ -259,7 +266,7 @@ class ConnectionManager:
             return
         transport = connection.transport
         if transport is not None:
-            last_frame = disconnected_frame(reason) if connection.uses_json else None
+            last_frame = connection.codec.disconnected(reason) if connection.codec is not None else None
             transport.close(code, reason, final=True, last_frame=last_frame)
         self._remove(connection, reason)
 
@@ -349,18 +356,22 @@ class ConnectionManager:
         ids = self._user_connections.get((hub, user_id), set())
         return [self._connections[connection_id] for connection_id in sorted(ids)]
 
-    def add_user_to_group(self, hub: str, user_id: str, group: str) -> None:
-        self._user_groups[(hub, user_id)].add(group)
-        for connection in self.of_user(hub, user_id):
+    def add_user_to_group(self, hub: str, user_id: str, group: str) -> bool:
+        """Join the user's *current* connections to the group; False when the user has none.
+
+        As in the service, nothing is remembered for the user: a connection made later is not
+        in the group (Azure/azure-webpubsub#325).
+        """
+        connections = self.of_user(hub, user_id)
+        for connection in connections:
             self.join(connection, group)
+        return bool(connections)
 
     def remove_user_from_group(self, hub: str, user_id: str, group: str) -> None:
-        self._user_groups.get((hub, user_id), set()).discard(group)
         for connection in self.of_user(hub, user_id):
             self.leave(connection, group)
 
     def remove_user_from_all_groups(self, hub: str, user_id: str) -> None:
-        self._user_groups.pop((hub, user_id), None)
         for connection in self.of_user(hub, user_id):
             for group in list(connection.groups):
                 self.leave(connection, group)
@@ -385,7 +396,7 @@ class ConnectionManager:
 
     def send_from_server(self, connections: Iterable[ClientConnection], payload: Payload) -> None:
         for connection in list(connections):
-            self._deliver(connection, payload, lambda sequence_id: server_message_frame(payload, sequence_id))
+            self._deliver(connection, payload, lambda codec, sequence_id: codec.server_message(payload, sequence_id))
 
     def send_from_client(self, sender: ClientConnection, group: str, payload: Payload, *, no_echo: bool) -> None:
         for connection in self.in_group(sender.hub, group):
@@ -394,7 +405,7 @@ class ConnectionManager:
             self._deliver(
                 connection,
                 payload,
-                lambda sequence_id: group_message_frame(group, sender.user_id, payload, sequence_id),
+                lambda codec, sequence_id: codec.group_message(group, sender.user_id, payload, sequence_id),
             )
 
     def acknowledge(self, connection: ClientConnection, sequence_id: int) -> None:
@@ -405,17 +416,21 @@ class ConnectionManager:
                 break
             connection.unacked.popitem(last=False)
 
-    def _deliver(self, connection: ClientConnection, payload: Payload, render: Callable[[int | None], str]) -> None:
+    def _deliver(
+        self, connection: ClientConnection, payload: Payload, render: Callable[[Codec, int | None], Frame]
+    ) -> None:
+        """Queue a data message: ``render`` makes a PubSub client's frame; a simple client gets the raw data."""
         if connection.closed:
             return
         frame: Frame
-        if connection.mode == "raw":
-            frame = payload.body if payload.data_type == "binary" else payload.body.decode("utf-8")
-        elif connection.mode == "json":
-            frame = render(None)
+        codec = connection.codec
+        if codec is None:
+            frame = payload.body if payload.data_type in ("binary", "protobuf") else payload.body.decode("utf-8")
+        elif not connection.reliable:
+            frame = render(codec, None)
         else:
             sequence_id = connection.next_sequence_id()
-            frame = render(sequence_id)
+            frame = render(codec, sequence_id)
             connection.unacked[sequence_id] = frame
             if len(connection.unacked) > self.settings.reliable_buffer_messages:
                 self.close(connection, "the reliable message buffer is full", code=1008)

@@ -4,7 +4,10 @@ It speaks the App Service managed identity protocol that azure-identity (through
 when ``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` are set: ``GET <IDENTITY_ENDPOINT>
 ?api-version=2019-08-01&resource=<resource>`` with an ``X-IDENTITY-HEADER`` header, answered
 with ``{"access_token", "expires_on", "resource", "token_type"}``. It only issues tokens for
-the Web PubSub resource, signed so that only this local service accepts them.
+the Web PubSub resource, signed so that only this local service accepts them, and only to callers
+presenting this run's random ``X-IDENTITY-HEADER`` (the launcher hands it to the app as
+``IDENTITY_HEADER``). A token names its identity in ``oid`` (the requested client or object id,
+else the system-assigned identity); what it may do is decided by the REST API's role assignments.
 """
 
 from __future__ import annotations
@@ -14,14 +17,13 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .settings import ServiceSettings
+from .settings import DEFAULT_APP_PRINCIPAL_ID, ServiceSettings
 from .tokens import ENTRA_AUDIENCE, issue_identity_token
 
 __all__ = ["IDENTITY_PATH", "ManagedIdentityEndpoint"]
 
 IDENTITY_PATH = "/_devstack/identity/token"
 _TOKEN_LIFETIME_SECONDS = 3600
-_DEFAULT_PRINCIPAL = "local-system-assigned-identity"
 
 
 class ManagedIdentityEndpoint:
@@ -36,7 +38,8 @@ class ManagedIdentityEndpoint:
         if resource.rstrip("/") != ENTRA_AUDIENCE:
             return _error(400, f"The local identity endpoint only issues tokens for {ENTRA_AUDIENCE}.")
         query = request.query_params
-        principal = query.get("client_id") or query.get("object_id") or query.get("mi_res_id") or _DEFAULT_PRINCIPAL
+        requested = query.get("client_id") or query.get("object_id") or query.get("mi_res_id")
+        principal = requested or DEFAULT_APP_PRINCIPAL_ID
         token, expires_on = issue_identity_token(
             self.settings.access_key, principal_id=principal, lifetime_seconds=_TOKEN_LIFETIME_SECONDS
         )

@@ -6,6 +6,11 @@ for that group only; ``webpubsub.joinLeaveGroups.<pattern>`` and
 ``webpubsub.sendToGroups.<pattern>`` grant it for group names matching a pattern in which ``*``
 matches within one dot-separated segment, ``**`` matches across segments, ``?`` matches one
 character and a backslash escapes the next character. Literal grants are case-sensitive.
+
+The REST permission API changes them at run time: a grant for one group adds it, a revoke for
+one group takes it away even when a role or pattern covered it, and a revoke without a group
+takes the action away entirely. The client protocol consults the same object, so a revoked
+permission is refused at once.
 """
 
 from __future__ import annotations
@@ -43,8 +48,12 @@ class _Grants:
     everything: bool = False
     groups: set[str] = field(default_factory=set)
     patterns: list[re.Pattern[str]] = field(default_factory=list)
+    #: Groups revoked one by one: they stay refused even if ``everything`` or a pattern covers them.
+    revoked: set[str] = field(default_factory=set)
 
     def allows(self, group: str) -> bool:
+        if group in self.revoked:
+            return False
         return self.everything or group in self.groups or any(p.fullmatch(group) for p in self.patterns)
 
 
@@ -61,20 +70,25 @@ class RolePermissions:
         return self._grants[action].allows(group)
 
     def allows_all(self, action: GroupAction) -> bool:
-        return self._grants[action].everything
+        grants = self._grants[action]
+        return grants.everything and not grants.revoked
 
     def grant(self, action: GroupAction, group: str | None) -> None:
         """Add a permission at run time (the REST permission API)."""
+        grants = self._grants[action]
         if group is None:
-            self._grants[action].everything = True
+            self._grants[action] = _Grants(everything=True)
         else:
-            self._grants[action].groups.add(group)
+            grants.revoked.discard(group)
+            grants.groups.add(group)
 
     def revoke(self, action: GroupAction, group: str | None) -> None:
         if group is None:
             self._grants[action] = _Grants()
         else:
-            self._grants[action].groups.discard(group)
+            grants = self._grants[action]
+            grants.groups.discard(group)
+            grants.revoked.add(group)
 
 
 def _grant(grants: _Grants, action: GroupAction, role: str) -> None:

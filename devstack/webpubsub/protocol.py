@@ -3,6 +3,14 @@
 Pure functions and value types only (no I/O), so the wire format lives in one place. Both
 ``json.webpubsub.azure.v1`` and ``json.reliable.webpubsub.azure.v1`` share these frames; the
 reliable one adds ``sequenceId`` to data messages and a ``reconnectionToken`` to ``connected``.
+The protobuf subprotocols (``protobuf_protocol``) parse into the same requests; a
+:class:`Codec` renders the service's frames for either.
+
+``invoke`` (``@azure/web-pubsub-client`` 1.0.4 ``invokeEvent``, read from the package's
+``jsonProtocolBase.js``): ``{"type": "invoke", "invocationId": "1", "target": "event", "event":
+"<name>", "dataType", "data"}``, answered with ``{"type": "invokeResponse", "invocationId",
+"success", "dataType"?, "data"?, "error"?: {"name", "message"}}``; ``{"type":
+"cancelInvocation", "invocationId"}`` withdraws it.
 """
 
 from __future__ import annotations
@@ -12,16 +20,20 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from .permissions import is_valid_group_name
 
 __all__ = [
+    "JSON_CODEC",
     "JSON_SUBPROTOCOL",
     "RELIABLE_JSON_SUBPROTOCOL",
-    "SUPPORTED_SUBPROTOCOLS",
     "BadClientRequest",
+    "CancelInvocation",
     "ClientRequest",
+    "Codec",
+    "Frame",
+    "Invoke",
     "JoinGroup",
     "LeaveGroup",
     "MalformedFrame",
@@ -31,10 +43,12 @@ __all__ = [
     "SendToGroup",
     "SequenceAck",
     "UnsupportedContentType",
+    "WrongFrameType",
     "ack_frame",
     "connected_frame",
     "disconnected_frame",
     "group_message_frame",
+    "invoke_response_frame",
     "parse_client_frame",
     "pong_frame",
     "server_message_frame",
@@ -42,14 +56,16 @@ __all__ = [
 
 JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
 RELIABLE_JSON_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"
-SUPPORTED_SUBPROTOCOLS = (JSON_SUBPROTOCOL, RELIABLE_JSON_SUBPROTOCOL)
 
-DataType = Literal["text", "json", "binary"]
+DataType = Literal["text", "json", "binary", "protobuf"]
 _CONTENT_TYPES: dict[DataType, str] = {
     "text": "text/plain",
     "json": "application/json",
     "binary": "application/octet-stream",
+    # A protobuf ``Any`` from a protobuf client, as the service sends it upstream.
+    "protobuf": "application/x-protobuf",
 }
+Frame = str | bytes
 _DATA_TYPES = {content_type: data_type for data_type, content_type in _CONTENT_TYPES.items()}
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9_.\-]{0,127}", re.IGNORECASE)
 
@@ -63,11 +79,16 @@ class UnsupportedContentType(ValueError):
 
 
 class BadClientRequest(Exception):
-    """A recognisable request with invalid fields: answered with a ``BadRequest`` ack if it has an ackId."""
+    """A recognisable request with invalid fields: answered with a ``BadRequest`` ack (or invoke error)."""
 
-    def __init__(self, message: str, ack_id: int | None) -> None:
+    def __init__(self, message: str, ack_id: int | None, invocation_id: str | None = None) -> None:
         super().__init__(message)
         self.ack_id = ack_id
+        self.invocation_id = invocation_id
+
+
+class WrongFrameType(Exception):
+    """A text frame to a binary subprotocol or the reverse: the service closes with 1003."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +116,7 @@ class Payload:
         return cls(data_type, body)
 
     def wire_data(self) -> Any:
-        """The ``data`` field of a JSON frame: a string, a JSON value, or base64 for binary."""
+        """The ``data`` field of a JSON frame: a string, a JSON value, or base64 for binary and protobuf."""
         if self.data_type == "text":
             return self.body.decode("utf-8")
         if self.data_type == "json":
@@ -131,6 +152,20 @@ class SendEvent:
 
 
 @dataclass(frozen=True)
+class Invoke:
+    """A request to the event handler whose answer goes back to this client as ``invokeResponse``."""
+
+    invocation_id: str
+    event: str
+    payload: Payload | None
+
+
+@dataclass(frozen=True)
+class CancelInvocation:
+    invocation_id: str
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
@@ -140,7 +175,8 @@ class SequenceAck:
     sequence_id: int
 
 
-ClientRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent | Ping | SequenceAck
+ClientRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent | Invoke | CancelInvocation | Ping | SequenceAck
+MAX_INVOCATION_ID_LENGTH = 128
 
 
 def parse_client_frame(text: str) -> ClientRequest:
@@ -171,10 +207,37 @@ def parse_client_frame(text: str) -> ClientRequest:
         return SendToGroup(_group(message, ack_id), _payload(message, ack_id), no_echo, ack_id)
     if kind == "event":
         event = message.get("event")
-        if not isinstance(event, str) or not _EVENT_NAME.fullmatch(event):
+        if not is_valid_event_name(event):
             raise BadClientRequest("'event' must be a valid event name", ack_id)
+        assert isinstance(event, str)
         return SendEvent(event, _payload(message, ack_id), ack_id)
+    if kind == "invoke":
+        invocation_id = invocation_id_of(message.get("invocationId"))
+        if message.get("target", "event") != "event":
+            raise BadClientRequest("'target' must be 'event'", None, invocation_id)
+        event = message.get("event")
+        if not is_valid_event_name(event):
+            raise BadClientRequest("'event' must be a valid event name", None, invocation_id)
+        assert isinstance(event, str)
+        try:
+            payload = _payload(message, None) if "data" in message else None
+        except BadClientRequest as error:
+            raise BadClientRequest(str(error), None, invocation_id) from error
+        return Invoke(invocation_id, event, payload)
+    if kind == "cancelInvocation":
+        return CancelInvocation(invocation_id_of(message.get("invocationId")))
     raise BadClientRequest(f"unknown message type {kind!r}", ack_id)
+
+
+def invocation_id_of(value: object) -> str:
+    """A client's invocation id: a non-empty string of at most 128 characters; MalformedFrame otherwise."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_INVOCATION_ID_LENGTH:
+        raise MalformedFrame("'invocationId' must be a string of 1 to 128 characters")
+    return value
+
+
+def is_valid_event_name(event: object) -> bool:
+    return isinstance(event, str) and _EVENT_NAME.fullmatch(event) is not None
 
 
 def connected_frame(user_id: str | None, connection_id: str, reconnection_token: str | None) -> str:
@@ -230,6 +293,71 @@ def server_message_frame(payload: Payload, sequence_id: int | None) -> str:
     return _dump(frame)
 
 
+def invoke_response_frame(
+    invocation_id: str, payload: Payload | None, error_name: str | None = None, message: str = ""
+) -> str:
+    frame: dict[str, Any] = {"type": "invokeResponse", "invocationId": invocation_id, "success": error_name is None}
+    if error_name is not None:
+        frame["error"] = {"name": error_name, "message": message}
+    elif payload is not None:
+        frame["dataType"] = payload.data_type
+        frame["data"] = payload.wire_data()
+    return _dump(frame)
+
+
+class Codec(Protocol):
+    """Parses a subprotocol's client frames and renders the service's frames in it."""
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]: ...
+
+    @property
+    def reliable_subprotocol(self) -> str: ...
+
+    def parse(self, text: str | None, data: bytes | None) -> ClientRequest: ...
+
+    def connected(self, user_id: str | None, connection_id: str, reconnection_token: str | None) -> Frame: ...
+
+    def disconnected(self, reason: str) -> Frame: ...
+
+    def ack(self, ack_id: int, error_name: str | None = None, message: str = "") -> Frame: ...
+
+    def pong(self) -> Frame: ...
+
+    def group_message(
+        self, group: str, from_user_id: str | None, payload: Payload, sequence_id: int | None
+    ) -> Frame: ...
+
+    def server_message(self, payload: Payload, sequence_id: int | None) -> Frame: ...
+
+    def invoke_response(
+        self, invocation_id: str, payload: Payload | None, error_name: str | None = None, message: str = ""
+    ) -> Frame: ...
+
+
+class JsonCodec:
+    """``json.webpubsub.azure.v1`` and ``json.reliable.webpubsub.azure.v1``: text frames only."""
+
+    subprotocols = (JSON_SUBPROTOCOL, RELIABLE_JSON_SUBPROTOCOL)
+    reliable_subprotocol = RELIABLE_JSON_SUBPROTOCOL
+
+    def parse(self, text: str | None, data: bytes | None) -> ClientRequest:
+        if text is None:
+            raise WrongFrameType("The JSON subprotocols accept text frames only.")
+        return parse_client_frame(text)
+
+    connected = staticmethod(connected_frame)
+    disconnected = staticmethod(disconnected_frame)
+    ack = staticmethod(ack_frame)
+    pong = staticmethod(pong_frame)
+    group_message = staticmethod(group_message_frame)
+    server_message = staticmethod(server_message_frame)
+    invoke_response = staticmethod(invoke_response_frame)
+
+
+JSON_CODEC = JsonCodec()
+
+
 def _dump(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
@@ -264,13 +392,13 @@ def _payload(message: dict[str, Any], ack_id: int | None) -> Payload:
         if not isinstance(data, str):
             raise BadClientRequest("'data' must be a string when 'dataType' is 'text'", ack_id)
         return Payload("text", data.encode("utf-8"))
-    if data_type == "binary":
+    if data_type in ("binary", "protobuf"):
         if not isinstance(data, str):
-            raise BadClientRequest("'data' must be base64 when 'dataType' is 'binary'", ack_id)
+            raise BadClientRequest(f"'data' must be base64 when 'dataType' is '{data_type}'", ack_id)
         try:
-            return Payload("binary", base64.b64decode(data, validate=True))
+            return Payload(data_type, base64.b64decode(data, validate=True))
         except binascii.Error as error:
-            raise BadClientRequest("'data' must be base64 when 'dataType' is 'binary'", ack_id) from error
+            raise BadClientRequest(f"'data' must be base64 when 'dataType' is '{data_type}'", ack_id) from error
     if data_type == "json":
         if data is None:
             raise BadClientRequest("'data' must not be null when 'dataType' is 'json'", ack_id)

@@ -12,7 +12,7 @@ import hmac
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import jwt
@@ -20,6 +20,7 @@ import jwt
 __all__ = [
     "ENTRA_AUDIENCE",
     "ClientIdentity",
+    "RestCaller",
     "TokenError",
     "client_identity_from_claims",
     "issue_client_token",
@@ -51,15 +52,23 @@ class ClientIdentity:
     claims: Mapping[str, Any]
 
 
-def validate_client_token(token: str, access_key: str, *, connected_url: str, hub: str) -> ClientIdentity:
-    """Check a client access token against the URL the client connected to.
+@dataclass(frozen=True)
+class RestCaller:
+    """Who called the REST API: the access key (full access) or an Entra identity (its role decides)."""
 
-    ``connected_url`` is the scheme and authority the client used (``ws://localhost:8080``);
-    the token's audience must be ``<endpoint>/client/hubs/<hub>`` for that endpoint in its
-    http(s) or ws(s) spelling, compared case-insensitively, trailing slash tolerated.
+    kind: Literal["access-key", "managed-identity"]
+    principal_id: str | None = None
+
+
+def validate_client_token(token: str, access_key: str, *, endpoint: str, hub: str) -> ClientIdentity:
+    """Check a client access token against the service's own endpoint.
+
+    The token's audience must be ``<endpoint>/client/hubs/<hub>`` for the *configured* endpoint
+    (never the client's ``Host`` header, which a web page can choose), in its http(s) or ws(s)
+    spelling, compared case-insensitively, trailing slash tolerated.
     """
     claims = _decode_hs256(token, access_key.encode())
-    expected = f"{connected_url.rstrip('/')}/client/hubs/{hub}"
+    expected = f"{endpoint.rstrip('/')}/client/hubs/{hub}"
     if not any(_same_url(audience, expected) for audience in _audiences(claims)):
         raise TokenError("the token's audience does not match this endpoint and hub")
     return client_identity_from_claims(claims)
@@ -72,10 +81,10 @@ def client_identity_from_claims(claims: Mapping[str, Any]) -> ClientIdentity:
     return ClientIdentity(user_id=user_id, roles=roles, groups=groups, claims=dict(claims))
 
 
-def validate_rest_token(token: str, access_key: str, *, request_url: str) -> str:
+def validate_rest_token(token: str, access_key: str, *, request_url: str) -> RestCaller:
     """Accept an access-key token for this exact request, or a token of the local identity endpoint.
 
-    Returns which kind it was (``"access-key"`` or ``"managed-identity"``) for the log.
+    ``request_url`` is the configured endpoint plus the request's raw path and query.
     Access-key tokens are what the SDK's JwtCredentialPolicy sends: ``aud`` is the full request
     URL; like the emulator, the URL without its query is accepted too.
     """
@@ -87,12 +96,15 @@ def validate_rest_token(token: str, access_key: str, *, request_url: str) -> str
         claims = _decode_hs256(token, _identity_signing_key(access_key))
         if claims.get("iss") != _IDENTITY_ISSUER:
             raise TokenError("the Entra token was not issued by this local service")
-        return "managed-identity"
+        principal = claims.get("oid")
+        if not isinstance(principal, str) or not principal:
+            raise TokenError("the Entra token names no identity (oid)")
+        return RestCaller("managed-identity", principal)
     claims = _decode_hs256(token, access_key.encode())
     without_query = request_url.split("?", 1)[0]
     if not any(_same_url(aud, request_url) or _same_url(aud, without_query) for aud in _audiences(claims)):
         raise TokenError("the token's audience is not this request's URL")
-    return "access-key"
+    return RestCaller("access-key")
 
 
 def issue_client_token(
@@ -104,11 +116,16 @@ def issue_client_token(
     roles: Iterable[str],
     groups: Iterable[str],
     minutes_to_expire: int,
+    client_path: str = "client",
 ) -> str:
-    """Sign a client access token the way the service's ``:generateToken`` does."""
+    """Sign a client access token the way the service's ``:generateToken`` does.
+
+    ``client_path`` is ``client`` for Web PubSub clients, ``clients/mqtt`` or
+    ``clients/socketio`` for those client types: the token is only good for that endpoint.
+    """
     now = int(time.time())
     payload: dict[str, Any] = {
-        "aud": f"{endpoint.rstrip('/')}/client/hubs/{hub}",
+        "aud": f"{endpoint.rstrip('/')}/{client_path}/hubs/{hub}",
         "iat": now,
         "nbf": now,
         "exp": now + 60 * minutes_to_expire,

@@ -1,7 +1,9 @@
 """Service → event handler: CloudEvents over HTTP, abuse protection, per-connection ordering, a log.
 
 Events go out in CloudEvents binary mode exactly as the service sends them (every ``ce-*``
-header, ``ce-signature``, ``WebHook-Request-Origin``). Before the first event to a URL the
+header, ``ce-signature``, ``WebHook-Request-Origin``, and ``Authorization: Bearer`` with the
+service identity's token when the handler's auth is ManagedIdentity). Each hub has its own
+ordered handler entries (``ServiceSettings.event_handlers_of``). Before the first event to a URL the
 abuse-protection handshake runs (OPTIONS, then GET if OPTIONS answered 404); its result is
 cached. Every call and its outcome lands in an :class:`UpstreamLog` that tests and developers
 can read; log lines never contain tokens, keys, signatures or URL query values.
@@ -26,7 +28,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from .protocol import Payload
-from .settings import EventHandlerSettings, ServiceSettings
+from .settings import EventHandlerSettings, HubSettings, ServiceSettings
+
+#: Makes the service identity's bearer token for a resource (audience).
+UpstreamTokenProvider = Callable[[str], str]
 
 __all__ = [
     "ConnectOutcome",
@@ -147,6 +152,9 @@ class UserEventOutcome:
     reply: Payload | None = None
     connection_state: str | None = None
     detail: str | None = None
+    #: The handler's status when it answered with a failure, and its text body (for invoke errors).
+    status: int | None = None
+    error_text: str | None = None
 
 
 @dataclass
@@ -205,18 +213,33 @@ class EventLane:
 class UpstreamDispatcher:
     """Sends CloudEvents to the configured event handlers and interprets their answers."""
 
-    def __init__(self, settings: ServiceSettings, log: UpstreamLog) -> None:
+    def __init__(
+        self, settings: ServiceSettings, log: UpstreamLog, upstream_token: UpstreamTokenProvider | None = None
+    ) -> None:
         self.settings = settings
         self.event_handlers = settings.event_handlers
+        self.hubs = settings.hubs
         self.log = log
+        self._upstream_token = upstream_token
         self._client: httpx.AsyncClient | None = None
         self._validations: dict[tuple[str, str], _Validation] = {}
         self._pending_validations: dict[tuple[str, str], asyncio.Task[bool]] = {}
 
-    def configure(self, event_handlers: tuple[EventHandlerSettings, ...]) -> None:
-        """Swap the event handlers; earlier validation results no longer apply."""
+    def configure(
+        self, event_handlers: tuple[EventHandlerSettings, ...], hubs: tuple[HubSettings, ...] | None = None
+    ) -> None:
+        """Swap the default event handlers (and the hubs' own, if given); earlier validations no longer apply."""
         self.event_handlers = event_handlers
+        if hubs is not None:
+            self.hubs = hubs
         self._validations.clear()
+
+    def handlers_of(self, hub: str) -> tuple[EventHandlerSettings, ...]:
+        """The ordered entries that apply to ``hub``: its own settings, else the default ones."""
+        for settings in self.hubs:
+            if settings.name.lower() == hub.lower():
+                return settings.event_handlers
+        return tuple(handler for handler in self.event_handlers if handler.applies_to_hub(hub))
 
     async def aclose(self) -> None:
         for task in self._pending_validations.values():
@@ -227,9 +250,7 @@ class UpstreamDispatcher:
 
     def handler_for(self, hub: str, event_name: str, *, system: bool) -> EventHandlerSettings | None:
         """First matching handler entry wins, as in the service's hub settings."""
-        for handler in self.event_handlers:
-            if not handler.applies_to_hub(hub):
-                continue
+        for handler in self.handlers_of(hub):
             if handler.handles_system_event(event_name) if system else handler.handles_user_event(event_name):
                 return handler
         return None
@@ -289,7 +310,12 @@ class UpstreamDispatcher:
         if isinstance(response, str):
             return UserEventOutcome(False, detail=response)
         if not 200 <= response.status_code < 300:
-            return UserEventOutcome(False, detail=f"event handler answered {response.status_code}")
+            return UserEventOutcome(
+                False,
+                detail=f"event handler answered {response.status_code}",
+                status=response.status_code,
+                error_text=_text_body(response),
+            )
         reply: Payload | None = None
         if response.content:
             try:
@@ -341,6 +367,7 @@ class UpstreamDispatcher:
             return reason
         headers = self._cloud_event_headers(context, event_name, ce_type, event_id)
         headers["Content-Type"] = content_type
+        headers.update(self._auth_headers(handler))
         started = time.monotonic()
         try:
             response = await self._http().post(url, content=content, headers=headers)
@@ -398,7 +425,7 @@ class UpstreamDispatcher:
             return cached.allowed
         pending = self._pending_validations.get(key)
         if pending is None:
-            pending = asyncio.get_running_loop().create_task(self._validate(url, hub, origin_host))
+            pending = asyncio.get_running_loop().create_task(self._validate(handler, url, hub, origin_host))
             self._pending_validations[key] = pending
             pending.add_done_callback(lambda _: self._pending_validations.pop(key, None))
         allowed = await asyncio.shield(pending)
@@ -406,8 +433,14 @@ class UpstreamDispatcher:
         self._validations[key] = _Validation(allowed, time.monotonic() + ttl)
         return allowed
 
-    async def _validate(self, url: str, hub: str, origin_host: str) -> bool:
-        headers = {"WebHook-Request-Origin": origin_host, "ce-awpsversion": "1.0"}
+    def _auth_headers(self, handler: EventHandlerSettings) -> dict[str, str]:
+        """``Authorization: Bearer`` for a ManagedIdentity handler; nothing for one without auth."""
+        if handler.managed_identity_resource is None or self._upstream_token is None:
+            return {}
+        return {"Authorization": f"Bearer {self._upstream_token(handler.managed_identity_resource)}"}
+
+    async def _validate(self, handler: EventHandlerSettings, url: str, hub: str, origin_host: str) -> bool:
+        headers = {"WebHook-Request-Origin": origin_host, "ce-awpsversion": "1.0", **self._auth_headers(handler)}
         for method in ("OPTIONS", "GET"):
             started = time.monotonic()
             try:
@@ -476,6 +509,14 @@ def _redacted(url: str) -> str:
         return url
     names = [pair.split("=", 1)[0] for pair in parts.query.split("&") if pair]
     return urlunsplit(parts._replace(query="&".join(f"{name}=***" for name in names)))
+
+
+def _text_body(response: httpx.Response, limit: int = 4096) -> str | None:
+    """A failure answer's body when it is text or JSON (what a handler's error message is), else None."""
+    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in ("text/plain", "application/json") or not response.content:
+        return None
+    return response.content[:limit].decode("utf-8", errors="replace")
 
 
 def _connection_state(response: httpx.Response) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub
+from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from devstack.webpubsub.identity import IDENTITY_PATH
 from shared.config import load_settings
 from shared.runtime import Runtime, get_runtime, reset_runtime, use_runtime
@@ -27,9 +27,11 @@ class Dependencies:
     """The REST API (behind `proxy`) and the identity endpoint, each stoppable and restartable on its port."""
 
     def __init__(self) -> None:
-        self.rest: RunningWebPubSub | None = LocalWebPubSub().run_in_thread()
+        # One settings object each, so a restarted service keeps its identity header (random per settings).
+        self.rest_settings, self.identity_settings = ServiceSettings(), ServiceSettings()
+        self.rest: RunningWebPubSub | None = LocalWebPubSub(self.rest_settings).run_in_thread()
         self.rest_port = self.rest.server.port
-        self.identity: RunningWebPubSub | None = LocalWebPubSub().run_in_thread()
+        self.identity: RunningWebPubSub | None = LocalWebPubSub(self.identity_settings).run_in_thread()
         self.identity_port = self.identity.server.port
         self.proxy = TcpProxy(self.rest_port).start()
 
@@ -41,7 +43,7 @@ class Dependencies:
             "NEGOTIATE_AUTH": "anonymous",
             "EVENTHANDLER_AUTH": "none",
             "IDENTITY_ENDPOINT": f"http://127.0.0.1:{self.identity_port}{IDENTITY_PATH}",
-            "IDENTITY_HEADER": self.identity.service.settings.identity_header,
+            "IDENTITY_HEADER": self.identity_settings.identity_header,
         }
 
     def stop_rest(self) -> None:
@@ -50,7 +52,7 @@ class Dependencies:
         self.rest = None
 
     def start_rest(self) -> None:
-        self.rest = LocalWebPubSub().run_in_thread(port=self.rest_port)
+        self.rest = LocalWebPubSub(self.rest_settings).run_in_thread(port=self.rest_port)
 
     def stop_identity(self) -> None:
         assert self.identity is not None
@@ -58,7 +60,7 @@ class Dependencies:
         self.identity = None
 
     def start_identity(self) -> None:
-        self.identity = LocalWebPubSub().run_in_thread(port=self.identity_port)
+        self.identity = LocalWebPubSub(self.identity_settings).run_in_thread(port=self.identity_port)
 
     def close(self) -> None:
         self.proxy.stop()
