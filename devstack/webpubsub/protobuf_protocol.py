@@ -232,16 +232,18 @@ def _payload(data: Any, ack_id: int | None, invocation_id: str | None = None) ->
     raise BadClientRequest("'data' is required", ack_id, invocation_id)
 
 
-def _message_data(payload: Payload) -> dict[str, Any]:
+def _message_data(payload: Payload) -> Any:
+    """A payload as ``MessageData`` (a message of this module's pool, so it nests in the others)."""
+    data: Any = messages["MessageData"]()
     if payload.data_type == "text":
-        return {"text_data": payload.body.decode("utf-8")}
-    if payload.data_type == "json":
-        return {"json_data": payload.body.decode("utf-8")}
-    if payload.data_type == "protobuf":
-        packed = any_pb2.Any()
-        packed.ParseFromString(payload.body)
-        return {"protobuf_data": packed}
-    return {"binary_data": payload.body}
+        data.text_data = payload.body.decode("utf-8")
+    elif payload.data_type == "json":
+        data.json_data = payload.body.decode("utf-8")
+    elif payload.data_type == "protobuf":
+        data.protobuf_data.ParseFromString(payload.body)
+    else:
+        data.binary_data = payload.body
+    return data
 
 
 def _optional_ack(message: Any) -> int | None:
