@@ -9,7 +9,9 @@ Settings come from ``local.settings.json`` exactly as Core Tools takes them (cre
 the same file. The service is wired from the app's own settings: it listens on the port of the
 app's local endpoint and signs with the access key of its connection string, and sends events
 to this host's ``/api/eventhandler``. In ``entra`` mode the app's managed identity gets its tokens
-from the local service (``IDENTITY_ENDPOINT``). When the app points at a non-local service (Azure
+from the local service (``IDENTITY_ENDPOINT``), and ``EVENTHANDLER_AUTH=bearer`` without an issuer
+makes the service call the event handler with its own identity's token (the ``EVENTHANDLER_BEARER_*``
+settings are filled in from it). When the app points at a non-local service (Azure
 Web PubSub), the local service is not started. Token values never reach the console: uvicorn's
 logged URLs are redacted and the HTTP client libraries log at WARNING only.
 """
@@ -194,13 +196,27 @@ class _ServicePlan:
     public_host: str
     app_endpoint: str | None  # the endpoint of the app's connection string, if it has one
     entra_endpoint: str | None = None  # WEBPUBSUB_ENDPOINT in entra mode: the app's identity is served locally
+    # EVENTHANDLER_AUTH=bearer with no issuer: the service calls with its own identity's token for this audience
+    event_audience: str | None = None
 
 
-#: What entra mode needs with the local service, which signs events with its own key and sends no bearer token.
+#: What entra mode needs with the local service: no event auth, or bearer with the local service as issuer.
 ENTRA_EVENT_AUTH_HINT = (
-    "With WEBPUBSUB_CREDENTIAL=entra and the local Web PubSub service, set EVENTHANDLER_AUTH=none: "
-    "the local service signs events with its own key, which the app does not hold, and sends no bearer token."
+    "With WEBPUBSUB_CREDENTIAL=entra and the local Web PubSub service, set EVENTHANDLER_AUTH=none, or "
+    "EVENTHANDLER_AUTH=bearer without EVENTHANDLER_BEARER_ISSUER: the local service then calls the event handler "
+    "with its own managed identity's token and make run fills in the EVENTHANDLER_BEARER_* settings."
 )
+#: The audience of the local service's event handler tokens when EVENTHANDLER_BEARER_AUDIENCE is not set.
+LOCAL_EVENT_AUDIENCE = "api://local-functions-app"
+
+
+def _local_event_audience() -> str | None:
+    """EVENTHANDLER_AUTH=bearer and no issuer: the local service is the issuer; the audience its tokens name."""
+    if (os.environ.get("EVENTHANDLER_AUTH") or "").strip().lower() != "bearer":
+        return None
+    if os.environ.get("EVENTHANDLER_BEARER_ISSUER"):
+        return None
+    return os.environ.get("EVENTHANDLER_BEARER_AUDIENCE") or LOCAL_EVENT_AUDIENCE
 
 
 def _plan_service(requested_port: int | None, out: Printer) -> _ServicePlan | None:
@@ -213,7 +229,9 @@ def _plan_service(requested_port: int | None, out: Printer) -> _ServicePlan | No
     about_event_auth = event_problem is not None and event_problem.setting.startswith(
         ("EVENTHANDLER_AUTH", "EVENTHANDLER_BEARER")
     )
-    if about_event_auth and _configured_credential() == CredentialMode.ENTRA.value:
+    entra = _configured_credential() == CredentialMode.ENTRA.value
+    event_audience = _local_event_audience() if entra else None
+    if about_event_auth and entra and event_audience is None:
         out(ENTRA_EVENT_AUTH_HINT)
     service_problem = problems.get(Concern.SERVICE)
     if service_problem is not None:
@@ -232,9 +250,11 @@ def _plan_service(requested_port: int | None, out: Printer) -> _ServicePlan | No
     port = requested_port if requested_port is not None else (endpoint.port or DEFAULT_WEBPUBSUB_PORT)
     if settings.credential is CredentialMode.ENTRA:
         event_auth = None if event_problem else all_settings.event_handler.auth
-        if event_auth is not None and event_auth is not EventAuth.NONE:
+        if event_audience is None and event_auth is not None and event_auth is not EventAuth.NONE:
             out(f"Warning: events will be refused (EVENTHANDLER_AUTH={event_auth.value}). " + ENTRA_EVENT_AUTH_HINT)
-        return _ServicePlan(port, DEFAULT_ACCESS_KEY, hostname, None, entra_endpoint=settings.endpoint)
+        return _ServicePlan(
+            port, DEFAULT_ACCESS_KEY, hostname, None, entra_endpoint=settings.endpoint, event_audience=event_audience
+        )
     if settings.credential is not CredentialMode.CONNECTION_STRING or settings.access_key is None:
         out(
             f"Note: WEBPUBSUB_CREDENTIAL={settings.credential.value}; the local service signs with the emulator's "
@@ -249,9 +269,8 @@ def _start_service(arguments: argparse.Namespace, event_handler_url: str, out: P
     if plan is None:
         return None
     try:
-        settings = ServiceSettings(
-            access_key=plan.access_key, event_handlers=(EventHandlerSettings(url_template=event_handler_url),)
-        )
+        handler = EventHandlerSettings(url_template=event_handler_url, managed_identity_resource=plan.event_audience)
+        settings = ServiceSettings(access_key=plan.access_key, event_handlers=(handler,))
     except ValueError as error:
         raise StackError(f"the local Web PubSub service cannot use the app's settings: {error}") from None
     service = LocalWebPubSub(settings)
@@ -265,6 +284,12 @@ def _start_service(arguments: argparse.Namespace, event_handler_url: str, out: P
         out(f"WEBPUBSUB_CONNECTION_STRING now points to {running.endpoint} for this run.")
     if plan.entra_endpoint is not None:
         _serve_identity_locally(running, plan.entra_endpoint, out)
+    if plan.event_audience is not None:
+        os.environ.update(running.event_handler_auth_settings(plan.event_audience))
+        out(
+            f"EVENTHANDLER_AUTH=bearer: the local service calls the event handler with its identity's token "
+            f"(issuer {running.upstream_identity.issuer}, audience {plan.event_audience})."
+        )
     return running
 
 

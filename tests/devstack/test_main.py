@@ -296,8 +296,8 @@ BEARER = {
 
 @pytest.mark.parametrize(
     "event_auth",
-    [{}, {"EVENTHANDLER_AUTH": "bearer"}, BEARER],
-    ids=["not set", "bearer, incomplete", "bearer, which the local service never sends"],
+    [{}, BEARER],
+    ids=["not set", "bearer with an issuer other than the local service"],
 )
 def test_entra_mode_names_the_event_handler_setting_it_needs(
     tmp_path: Path, printed: list[str], event_auth: dict[str, str]
@@ -305,3 +305,26 @@ def test_entra_mode_names_the_event_handler_setting_it_needs(
     running = start_stack(parse_arguments(arguments(entra_settings(tmp_path, **event_auth))), out=printed.append)
     running.stop()
     assert any("set EVENTHANDLER_AUTH=none" in line for line in printed), printed
+
+
+def test_entra_mode_with_eventhandler_auth_bearer_uses_the_local_services_identity(
+    tmp_path: Path, printed: list[str]
+) -> None:
+    """EVENTHANDLER_AUTH=bearer without an issuer: the service signs with its identity and the app checks it."""
+    settings = entra_settings(tmp_path, EVENTHANDLER_AUTH="bearer")
+    running = start_stack(parse_arguments(arguments(settings)), out=printed.append)
+    try:
+        assert running.service is not None
+        identity = running.service.upstream_identity
+        assert os.environ["EVENTHANDLER_BEARER_ISSUER"] == identity.issuer
+        assert os.environ["EVENTHANDLER_BEARER_PRINCIPAL_ID"] == identity.principal_id
+        response = httpx.get(running.url("negotiate"), params={"userId": "alice"})
+        assert response.status_code == 200, response.text
+        with connect(response.json()["url"], subprotocols=[Subprotocol("json.webpubsub.azure.v1")]) as client:
+            assert json.loads(client.recv(timeout=10))["userId"] == "alice"
+        connect_event = running.service.upstream_log.wait_for(lambda record: record.event_name == "connect")
+        assert (connect_event.outcome, connect_event.status) == ("delivered", 200)
+    finally:
+        running.stop()
+    assert not any("set EVENTHANDLER_AUTH=none" in line for line in printed), printed
+    assert any("calls the event handler with its identity's token" in line for line in printed)
