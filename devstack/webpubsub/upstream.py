@@ -23,12 +23,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import httpx
 
 from .protocol import Payload
-from .settings import EventHandlerSettings, HubSettings, ServiceSettings
+from .settings import EventHandlerSettings, HubSettings, ServiceSettings, redacted_url as _redacted
 
 #: Makes the service identity's bearer token for a resource (audience).
 UpstreamTokenProvider = Callable[[str], str]
@@ -500,15 +500,6 @@ class UpstreamDispatcher:
 
 def _expand(url_template: str, hub: str, event_name: str) -> str:
     return url_template.replace("{hub}", quote(hub, safe="")).replace("{event}", quote(event_name, safe=""))
-
-
-def _redacted(url: str) -> str:
-    """The URL without query values: a ``?code=`` function key must never reach a log."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    names = [pair.split("=", 1)[0] for pair in parts.query.split("&") if pair]
-    return urlunsplit(parts._replace(query="&".join(f"{name}=***" for name in names)))
 
 
 def _text_body(response: httpx.Response, limit: int = 4096) -> str | None:

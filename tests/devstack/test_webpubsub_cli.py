@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -43,6 +44,58 @@ def test_options_configure_hubs_events_and_handler() -> None:
     assert handler.url_template == "http://h/{hub}/{event}"
     assert handler.system_events == {"connected"}
     assert settings_from(parse_arguments(["--no-event-handler"])).event_handlers == ()
+
+
+def test_a_hubs_file_in_the_services_shape_configures_each_hub(tmp_path: Path) -> None:
+    hubs = tmp_path / "hubs.json"
+    hubs.write_text(
+        json.dumps(
+            {
+                "hubs": {
+                    "chat": {
+                        "eventHandlers": [
+                            {
+                                "urlTemplate": "http://localhost:7071/api/eventhandler?code=k",
+                                "userEventPattern": "*",
+                                "systemEvents": ["connect", "connected"],
+                                "auth": {"type": "ManagedIdentity", "managedIdentity": {"resource": "api://app"}},
+                            }
+                        ]
+                    },
+                    "notifications": {"eventHandlers": []},
+                }
+            }
+        )
+    )
+    settings = settings_from(parse_arguments(["--hubs-file", str(hubs), "--managed-identity-resource", "api://x"]))
+    chat, notifications = settings.hubs
+    (handler,) = chat.event_handlers
+    assert (chat.name, handler.managed_identity_resource) == ("chat", "api://app")
+    assert handler.system_events == frozenset({"connect", "connected"})
+    assert notifications.event_handlers == ()
+    assert settings.event_handlers[0].managed_identity_resource == "api://x"
+    text = banner(settings, "http://localhost:8080")
+    assert "Hub chat:" in text
+    assert "code=***" in text
+    assert "code=k" not in text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        '{"hubs": []}',
+        '{"hubs": {"chat": {"eventHandlers": [{"urlTemplate": "ftp://x"}]}}}',
+        '{"hubs": {"chat": {"eventHandlers": [{"urlTemplate": "http://h", "auth": {"type": "ManagedIdentity"}}]}}}',
+    ],
+)
+def test_an_invalid_hubs_file_exits_with_status_2(
+    tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubs = tmp_path / "hubs.json"
+    hubs.write_text(content)
+    assert main(["--hubs-file", str(hubs)]) == 2
+    assert f"error: {hubs}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("arguments", [["--system-events", "connect,bogus"], ["--access-key", "short"]])
