@@ -270,7 +270,10 @@ def _start_service(arguments: argparse.Namespace, event_handler_url: str, out: P
         return None
     try:
         handler = EventHandlerSettings(url_template=event_handler_url, managed_identity_resource=plan.event_audience)
-        settings = ServiceSettings(access_key=plan.access_key, event_handlers=(handler,))
+        # Entra mode mirrors the templates' disableLocalAuth: the REST API takes Entra callers only.
+        settings = ServiceSettings(
+            access_key=plan.access_key, event_handlers=(handler,), local_auth=plan.entra_endpoint is None
+        )
     except ValueError as error:
         raise StackError(f"the local Web PubSub service cannot use the app's settings: {error}") from None
     service = LocalWebPubSub(settings)
@@ -326,12 +329,13 @@ def describe(stack: RunningStack) -> str:
     if stack.service is None:
         lines.append("Local Web PubSub service: not started.")
     else:
-        key = stack.service.service.settings.access_key
-        shown = (
-            stack.service.connection_string
-            if key == DEFAULT_ACCESS_KEY
-            else (f"Endpoint={stack.service.endpoint};AccessKey=<the key from your settings>;Version=1.0;")
-        )
+        service_settings = stack.service.service.settings
+        if not service_settings.local_auth:
+            shown = "none (entra mode: access keys are disabled, as disableLocalAuth does in Azure)"
+        elif service_settings.access_key == DEFAULT_ACCESS_KEY:
+            shown = stack.service.connection_string
+        else:
+            shown = f"Endpoint={stack.service.endpoint};AccessKey=<the key from your settings>;Version=1.0;"
         lines += [
             "Local Web PubSub service (a development tool; production uses Azure Web PubSub): "
             + stack.service.endpoint,

@@ -38,7 +38,7 @@ from .protocol import (
     WrongFrameType,
 )
 from .settings import ServiceSettings
-from .tokens import ClientIdentity, TokenError, validate_client_token
+from .tokens import ClientIdentity, TokenError, TokenKeys, validate_client_token
 from .upstream import EventContext, UpstreamDispatcher, UserEventOutcome
 
 __all__ = ["HUB_NAME", "ClientEndpoint"]
@@ -78,6 +78,7 @@ class ClientEndpoint:
         self.dispatcher = dispatcher
         #: The service's configured public endpoint: what tokens must name, never the client's Host.
         self.endpoint = endpoint
+        self.keys = TokenKeys.of(settings)
 
     async def handle(self, websocket: WebSocket) -> None:
         await websocket.receive()  # the websocket.connect message: the handshake is now ours to answer
@@ -126,7 +127,7 @@ class ClientEndpoint:
             raise _Refusal(401, "An access token is required (access_token query or Authorization header).")
         endpoint = self.endpoint()
         try:
-            identity = validate_client_token(token, self.settings.access_key, endpoint=endpoint, hub=raw_hub)
+            identity = validate_client_token(token, self.keys.client, endpoint=endpoint, hub=raw_hub)
         except TokenError as error:
             raise _Refusal(401, f"Unauthorized: {error}.") from error
         if not all(is_valid_group_name(group) for group in identity.groups):

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .settings import DEFAULT_APP_PRINCIPAL_ID, ServiceSettings
-from .tokens import ENTRA_AUDIENCE, issue_identity_token
+from .tokens import ENTRA_AUDIENCE, TokenKeys, issue_identity_token
 
 __all__ = ["IDENTITY_PATH", "ManagedIdentityEndpoint"]
 
@@ -29,6 +29,7 @@ _TOKEN_LIFETIME_SECONDS = 3600
 class ManagedIdentityEndpoint:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
+        self.key = TokenKeys.of(settings).identity
 
     async def handle(self, request: Request) -> JSONResponse:
         presented = request.headers.get("x-identity-header", "")
@@ -41,7 +42,7 @@ class ManagedIdentityEndpoint:
         requested = query.get("client_id") or query.get("object_id") or query.get("mi_res_id")
         principal = requested or DEFAULT_APP_PRINCIPAL_ID
         token, expires_on = issue_identity_token(
-            self.settings.access_key, principal_id=principal, lifetime_seconds=_TOKEN_LIFETIME_SECONDS
+            self.key, principal_id=principal, lifetime_seconds=_TOKEN_LIFETIME_SECONDS
         )
         return JSONResponse(
             {

@@ -31,7 +31,7 @@ from .odata import ConnectionFilter, FilterError, parse_filter
 from .permissions import GroupAction, is_valid_group_name
 from .protocol import Payload, UnsupportedContentType
 from .settings import SERVICE_OWNER, SERVICE_READER, ServiceSettings
-from .tokens import RestCaller, TokenError, issue_client_token, validate_rest_token
+from .tokens import RestCaller, TokenError, TokenKeys, issue_client_token, validate_rest_token
 
 __all__ = ["API_SUPPORTED_VERSIONS", "RestApi"]
 
@@ -111,6 +111,7 @@ class RestApi:
         self.manager = manager
         #: The service's configured endpoint: access-key tokens must name a URL on it.
         self.endpoint = endpoint
+        self.keys = TokenKeys.of(settings)
 
     async def handle(self, request: Request) -> Response:
         segments = _segments(request)
@@ -139,7 +140,7 @@ class RestApi:
         if query := request.scope.get("query_string", b""):
             url += "?" + query.decode("latin-1")
         try:
-            caller = validate_rest_token(authorization[7:].strip(), self.settings.access_key, request_url=url)
+            caller = validate_rest_token(authorization[7:].strip(), self.keys, request_url=url)
         except TokenError as error:
             raise RestError(401, "Unauthorized", f"Unauthorized: {error}.") from error
         self._check_role(caller, access)
@@ -349,7 +350,7 @@ class RestApi:
         if not all(map(is_valid_group_name, groups)):
             raise RestError(400, "InvalidGroupName", _GROUP_RULE, "group")
         token = issue_client_token(
-            self.settings.access_key,
+            self.keys.client,
             endpoint=self.endpoint(),
             hub=call.params["hub"],
             user_id=query.get("userId") or None,

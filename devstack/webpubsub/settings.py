@@ -180,7 +180,14 @@ class ServiceSettings:
     #: developer who starts the Functions host after the service is not locked out for long.
     validation_failure_ttl_seconds: float = 1.0
     #: The secret the local managed-identity endpoint expects in ``X-IDENTITY-HEADER``.
-    identity_header: str = field(default_factory=new_identity_header)
+    identity_header: str = field(default_factory=new_identity_header, repr=False)
+    #: Access-key auth for REST and client tokens. False mirrors the resource's ``disableLocalAuth``
+    #: (what the templates set in entra mode): only Entra callers with a role reach the REST API, and
+    #: clients connect only with tokens from ``:generateToken``.
+    local_auth: bool = True
+    #: Secret the service derives its own signing keys from (identity tokens; client tokens without
+    #: local auth). Random per settings object: the often published access key cannot mint them.
+    signing_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     #: Data-plane role assignments for Entra callers of the REST API: principal (object) id → role.
     role_assignments: Mapping[str, str] = field(default_factory=lambda: {DEFAULT_APP_PRINCIPAL_ID: SERVICE_OWNER})
     #: The object id of the service's own managed identity (``oid`` of its upstream tokens).

@@ -2,7 +2,12 @@
 
 Validation follows the service (and its emulator): HS256 signed with the access key string's
 UTF-8 bytes, ``exp`` required, five minutes of clock skew tolerated, and an ``aud`` that names
-the URL the caller used. Error messages are short and never contain the token.
+the URL on the service's endpoint. Error messages are short and never contain the token.
+
+Which keys count is :class:`TokenKeys`: the access key only while local (key) auth is on, as
+``disableLocalAuth`` switches it off in Azure; the local identity endpoint's tokens and, without
+local auth, ``:generateToken``'s client tokens are signed with keys derived from a secret made
+for the settings object, never from the (often published) access key.
 """
 
 from __future__ import annotations
@@ -11,17 +16,20 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import jwt
+
+from .settings import ServiceSettings
 
 __all__ = [
     "ENTRA_AUDIENCE",
     "ClientIdentity",
     "RestCaller",
     "TokenError",
+    "TokenKeys",
     "client_identity_from_claims",
     "issue_client_token",
     "issue_identity_token",
@@ -43,6 +51,26 @@ class TokenError(Exception):
 
 
 @dataclass(frozen=True)
+class TokenKeys:
+    """The HS256 keys of one service: access key (None without local auth), identity and client keys."""
+
+    access_key: bytes | None
+    identity: bytes = field(repr=False)
+    client: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> TokenKeys:
+        access_key = settings.access_key.encode()
+        identity = hmac.new(settings.signing_secret, b"local managed identity", hashlib.sha256).digest()
+        internal = hmac.new(settings.signing_secret, b"client access tokens", hashlib.sha256).digest()
+        return cls(
+            access_key=access_key if settings.local_auth else None,
+            identity=identity,
+            client=access_key if settings.local_auth else internal,
+        )
+
+
+@dataclass(frozen=True)
 class ClientIdentity:
     """Who a client connection is, as its access token says."""
 
@@ -60,14 +88,14 @@ class RestCaller:
     principal_id: str | None = None
 
 
-def validate_client_token(token: str, access_key: str, *, endpoint: str, hub: str) -> ClientIdentity:
+def validate_client_token(token: str, key: bytes, *, endpoint: str, hub: str) -> ClientIdentity:
     """Check a client access token against the service's own endpoint.
 
     The token's audience must be ``<endpoint>/client/hubs/<hub>`` for the *configured* endpoint
     (never the client's ``Host`` header, which a web page can choose), in its http(s) or ws(s)
     spelling, compared case-insensitively, trailing slash tolerated.
     """
-    claims = _decode_hs256(token, access_key.encode())
+    claims = _decode_hs256(token, key)
     expected = f"{endpoint.rstrip('/')}/client/hubs/{hub}"
     if not any(_same_url(audience, expected) for audience in _audiences(claims)):
         raise TokenError("the token's audience does not match this endpoint and hub")
@@ -81,7 +109,7 @@ def client_identity_from_claims(claims: Mapping[str, Any]) -> ClientIdentity:
     return ClientIdentity(user_id=user_id, roles=roles, groups=groups, claims=dict(claims))
 
 
-def validate_rest_token(token: str, access_key: str, *, request_url: str) -> RestCaller:
+def validate_rest_token(token: str, keys: TokenKeys, *, request_url: str) -> RestCaller:
     """Accept an access-key token for this exact request, or a token of the local identity endpoint.
 
     ``request_url`` is the configured endpoint plus the request's raw path and query.
@@ -93,14 +121,16 @@ def validate_rest_token(token: str, access_key: str, *, request_url: str) -> Res
     except jwt.PyJWTError as error:
         raise TokenError("the bearer token is not a JWT") from error
     if ENTRA_AUDIENCE in {audience.rstrip("/") for audience in _audiences(unverified)}:
-        claims = _decode_hs256(token, _identity_signing_key(access_key))
+        claims = _decode_hs256(token, keys.identity)
         if claims.get("iss") != _IDENTITY_ISSUER:
             raise TokenError("the Entra token was not issued by this local service")
         principal = claims.get("oid")
         if not isinstance(principal, str) or not principal:
             raise TokenError("the Entra token names no identity (oid)")
         return RestCaller("managed-identity", principal)
-    claims = _decode_hs256(token, access_key.encode())
+    if keys.access_key is None:
+        raise TokenError("access key authentication is disabled for this service; use Microsoft Entra ID")
+    claims = _decode_hs256(token, keys.access_key)
     without_query = request_url.split("?", 1)[0]
     if not any(_same_url(aud, request_url) or _same_url(aud, without_query) for aud in _audiences(claims)):
         raise TokenError("the token's audience is not this request's URL")
@@ -108,7 +138,7 @@ def validate_rest_token(token: str, access_key: str, *, request_url: str) -> Res
 
 
 def issue_client_token(
-    access_key: str,
+    key: bytes,
     *,
     endpoint: str,
     hub: str,
@@ -136,14 +166,14 @@ def issue_client_token(
         payload["role"] = roles
     if groups := list(groups):
         payload[_GROUP_CLAIM] = groups
-    return jwt.encode(payload, access_key.encode(), algorithm="HS256")
+    return jwt.encode(payload, key, algorithm="HS256")
 
 
-def issue_identity_token(access_key: str, *, principal_id: str, lifetime_seconds: int) -> tuple[str, int]:
+def issue_identity_token(key: bytes, *, principal_id: str, lifetime_seconds: int) -> tuple[str, int]:
     """Sign a stand-in Entra token for the Web PubSub resource; returns the token and its expiry.
 
-    Signed with a key derived from the access key, so tokens survive a restart of the service
-    (the app's credential caches them) yet can never pass as access-key tokens.
+    ``key`` is ``TokenKeys.identity``: a restarted service with the same settings still accepts
+    the tokens the app's credential cached, and nobody can mint them from the access key.
     """
     now = int(time.time())
     expires_on = now + lifetime_seconds
@@ -156,11 +186,7 @@ def issue_identity_token(access_key: str, *, principal_id: str, lifetime_seconds
         "nbf": now,
         "exp": expires_on,
     }
-    return jwt.encode(payload, _identity_signing_key(access_key), algorithm="HS256"), expires_on
-
-
-def _identity_signing_key(access_key: str) -> bytes:
-    return hmac.new(access_key.encode(), b"devstack local managed identity", hashlib.sha256).digest()
+    return jwt.encode(payload, key, algorithm="HS256"), expires_on
 
 
 def _decode_hs256(token: str, key: bytes) -> dict[str, Any]:

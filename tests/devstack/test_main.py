@@ -274,6 +274,7 @@ def test_entra_mode_runs_end_to_end_with_the_local_identity(tmp_path: Path, prin
     try:
         assert running.service is not None
         assert os.environ["WEBPUBSUB_ENDPOINT"] == running.service.endpoint  # the free port of this run
+        assert running.service.service.settings.local_auth is False  # as disableLocalAuth in the templates
         response = httpx.get(running.url("negotiate"), params={"userId": "alice"})
         assert response.status_code == 200, response.text  # the token came from generateToken
         with connect(response.json()["url"], subprotocols=[Subprotocol("json.webpubsub.azure.v1")]) as client:

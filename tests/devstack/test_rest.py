@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -20,7 +22,17 @@ from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from devstack.webpubsub.settings import SERVICE_OWNER, SERVICE_READER
 
-from .conftest import ACCESS_KEY, RELIABLE_PROTOCOL, client_token, client_url, close_code, json_client, open_socket
+from .conftest import (
+    ACCESS_KEY,
+    JSON_PROTOCOL,
+    RELIABLE_PROTOCOL,
+    client_token,
+    client_url,
+    close_code,
+    json_client,
+    open_socket,
+    refused_handshake,
+)
 
 API_VERSION = "2024-12-01"
 
@@ -533,3 +545,45 @@ def test_the_default_system_identity_is_service_owner(service: RunningWebPubSub,
     assert httpx.post(url, content=b"x", headers=headers).status_code == 202
     stranger = {**headers, "Authorization": "Bearer " + identity_token(service, "another-identity")}
     assert httpx.post(url, content=b"x", headers=stranger).status_code == 403
+
+
+def test_identity_tokens_cannot_be_minted_from_the_published_access_key(service: RunningWebPubSub, hub: str) -> None:
+    # The default access key is public (the emulator's README). Identity tokens signed with a key
+    # derived from it would let anyone act as the Service Owner; they are refused.
+    derived = hmac.new(ACCESS_KEY.encode(), b"devstack local managed identity", hashlib.sha256).digest()
+    forged = jwt.encode(
+        {
+            "aud": "https://webpubsub.azure.com",
+            "iss": "devstack-local-managed-identity",
+            "oid": "local-system-assigned-identity",
+            "exp": int(time.time()) + 600,
+        },
+        derived,
+        algorithm="HS256",
+    )
+    url = f"{service.endpoint}/api/hubs/{hub}/:send?api-version={API_VERSION}"
+    response = httpx.post(
+        url, content=b"x", headers={"Authorization": f"Bearer {forged}", "Content-Type": "text/plain"}
+    )
+    assert response.status_code == 401
+
+
+def test_without_local_auth_only_entra_callers_and_generated_tokens_count(hub: str) -> None:
+    # disableLocalAuth (what the templates set in entra mode): access-key tokens no longer authorise
+    # REST calls or client connections; Entra callers with a role and :generateToken's tokens do
+    # (howto-disable-local-auth).
+    with LocalWebPubSub(ServiceSettings(local_auth=False, event_handlers=())).run_in_thread() as service:
+        url = f"{service.endpoint}/api/hubs/{hub}/:send?api-version={API_VERSION}"
+        by_key = httpx.post(
+            url, content=b"x", headers={"Authorization": "Bearer " + rest_token(url), "Content-Type": "text/plain"}
+        )
+        assert by_key.status_code == 401
+        assert "disabled" in by_key.json()["message"]
+        assert refused_handshake(client_url(service, hub, client_token(service.endpoint, hub)), JSON_PROTOCOL)[0] == 401
+        generate = f"{service.endpoint}/api/hubs/{hub}/:generateToken?api-version={API_VERSION}&userId=lou"
+        entra = {"Authorization": "Bearer " + identity_token(service)}
+        token = httpx.post(generate, headers=entra).json()["token"]
+        with open_socket(client_url(service, hub, token), JSON_PROTOCOL) as client:
+            assert json.loads(client.recv(timeout=5))["userId"] == "lou"
+            assert httpx.post(url, content=b"hi", headers={**entra, "Content-Type": "text/plain"}).status_code == 202
+            assert json.loads(client.recv(timeout=5))["data"] == "hi"

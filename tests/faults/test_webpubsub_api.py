@@ -27,8 +27,9 @@ class Dependencies:
     """The REST API (behind `proxy`) and the identity endpoint, each stoppable and restartable on its port."""
 
     def __init__(self) -> None:
-        # One settings object each, so a restarted service keeps its identity header (random per settings).
-        self.rest_settings, self.identity_settings = ServiceSettings(), ServiceSettings()
+        # One settings object for both, as for one service: the REST API accepts the identity endpoint's
+        # tokens, and a restarted service keeps its identity header and signing keys (random per settings).
+        self.rest_settings = self.identity_settings = ServiceSettings()
         self.rest: RunningWebPubSub | None = LocalWebPubSub(self.rest_settings).run_in_thread()
         self.rest_port = self.rest.server.port
         self.identity: RunningWebPubSub | None = LocalWebPubSub(self.identity_settings).run_in_thread()
