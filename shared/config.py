@@ -23,6 +23,12 @@ from shared.errors import ConfigError
 
 # The service's hub-name rule (data-plane REST API, `hub` path parameter).
 HUB_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
+# WEBPUBSUB_HUBS separates hub names with whitespace or ';': a ',' is legal inside a hub name.
+HUB_LIST_SEPARATOR = re.compile(r"[\s;]+")
+# NEGOTIATE_GROUPS_<hub> gives one hub its own groups (the hub name as written, any case). App
+# setting names allow letters, digits, '_' and '.', so a hub whose name has other characters
+# uses NEGOTIATE_GROUPS.
+PER_HUB_GROUPS_PREFIX = "NEGOTIATE_GROUPS_"
 # Key Vault secret names: 1-127 letters, digits and dashes.
 SECRET_NAME_PATTERN = re.compile(r"[0-9A-Za-z-]{1,127}")
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.-]{1,253}")
@@ -82,7 +88,10 @@ class BearerSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
-    """The Web PubSub service the app works with, its hub, and where the credential comes from."""
+    """The Web PubSub service the app works with, its hubs, and where the credential comes from.
+
+    `hub` is the default hub (negotiate without `?hub=`); `hubs` every hub the app serves, `hub` included.
+    """
 
     hub: str
     credential: CredentialMode
@@ -92,6 +101,15 @@ class ServiceSettings:
     key_secret_name: str | None = None
     keyvault_refresh_seconds: int = 300
     client_id: str | None = None
+    hubs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.hubs:
+            object.__setattr__(self, "hubs", (self.hub,))
+
+    def served_hub(self, name: str) -> str | None:
+        """The configured spelling of hub `name` (hub names are case-insensitive), or None if not served."""
+        return next((hub for hub in self.hubs if hub.lower() == name.lower()), None)
 
     @property
     def service_host(self) -> str:
@@ -100,7 +118,13 @@ class ServiceSettings:
 
 @dataclass(frozen=True, slots=True)
 class GroupPolicySettings:
+    """NEGOTIATE_GROUPS for every hub, and the hubs with a NEGOTIATE_GROUPS_<hub> of their own."""
+
     groups: tuple[str, ...] = ("chat",)
+    groups_by_hub: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # keyed by lower-case hub
+
+    def groups_for(self, hub: str) -> tuple[str, ...]:
+        return self.groups_by_hub.get(hub.lower(), self.groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +257,7 @@ SETTINGS_BY_CONCERN: Mapping[Concern, frozenset[str]] = {
     Concern.SERVICE: frozenset(
         {
             "WEBPUBSUB_HUB",
+            "WEBPUBSUB_HUBS",
             "WEBPUBSUB_CREDENTIAL",
             "WEBPUBSUB_CONNECTION_STRING",
             "WEBPUBSUB_ENDPOINT",
@@ -266,8 +291,16 @@ SETTINGS_BY_CONCERN: Mapping[Concern, frozenset[str]] = {
     Concern.HEALTH: frozenset({"HEALTH_DEADLINE_SECONDS", "HEALTH_CACHE_SECONDS"}),
     Concern.CLIENT_PAGE: frozenset({"CLIENT_PAGE_ENABLED"}),
 }
-# Every public setting the app reads.
+# Every public setting the app reads, besides the per-hub NEGOTIATE_GROUPS_<hub> (group policy).
 SETTING_NAMES = frozenset().union(*SETTINGS_BY_CONCERN.values())
+
+
+def is_setting_name(name: str) -> bool:
+    """A name the app reads: one of SETTING_NAMES or a per-hub NEGOTIATE_GROUPS_<hub>."""
+    return name in SETTING_NAMES or (
+        name.upper().startswith(PER_HUB_GROUPS_PREFIX) and len(name) > len(PER_HUB_GROUPS_PREFIX)
+    )
+
 
 # Set by the platform (not by users) when App Service Authentication is on; the app only trusts
 # the X-MS-CLIENT-PRINCIPAL-* headers then, because only then does the platform strip forged copies.
@@ -290,6 +323,10 @@ class _Reader:
     def raw(self, name: str) -> str | None:
         """The value as set, untrimmed: for settings where an empty value means "none"."""
         return self._environ.get(name)
+
+    def names_with_prefix(self, prefix: str) -> list[str]:
+        """Every setting name that starts with `prefix` (in any case), for settings named per hub."""
+        return [name for name in self._environ if name.upper().startswith(prefix)]
 
     def require(self, name: str, why: str) -> str:
         value = self.get(name)
@@ -417,7 +454,7 @@ def parse_connection_string(raw: str) -> tuple[str, str]:
     return endpoint, fields["accesskey"]
 
 
-def parse_groups(raw: str | None) -> tuple[str, ...]:
+def parse_groups(raw: str | None, setting: str = "NEGOTIATE_GROUPS") -> tuple[str, ...]:
     if raw is None:
         return ("chat",)
     groups: list[str] = []
@@ -426,7 +463,7 @@ def parse_groups(raw: str | None) -> tuple[str, ...]:
         if not group:
             continue
         if len(group) > MAX_GROUP_NAME_LENGTH:
-            raise ConfigError("NEGOTIATE_GROUPS", f"group names are at most {MAX_GROUP_NAME_LENGTH} characters")
+            raise ConfigError(setting, f"group names are at most {MAX_GROUP_NAME_LENGTH} characters")
         if group not in groups:
             groups.append(group)
     return tuple(groups)
@@ -491,13 +528,51 @@ NOT_BEHIND_APP_SERVICE_AUTH = (
 )
 
 
-def load_service(reader: _Reader) -> ServiceSettings:
-    hub = reader.get("WEBPUBSUB_HUB") or "chat"
-    if not HUB_PATTERN.fullmatch(hub):
+_HUB_RULE = "must start with a letter and hold at most 128 letters, digits and _`,.[] characters"
+
+
+def served_hubs(reader: _Reader) -> tuple[str, tuple[str, ...]]:
+    """The default hub and every served hub: WEBPUBSUB_HUB alone, or WEBPUBSUB_HUBS (and which is default).
+
+    WEBPUBSUB_HUB, when set beside WEBPUBSUB_HUBS, must be one of them and is the default;
+    otherwise the first listed hub is.
+    """
+    hub = reader.get("WEBPUBSUB_HUB")
+    if hub is not None and not HUB_PATTERN.fullmatch(hub):
+        raise ConfigError("WEBPUBSUB_HUB", _HUB_RULE)
+    listed = reader.get("WEBPUBSUB_HUBS")
+    if listed is None:
+        hub = hub or "chat"
+        return hub, (hub,)
+    hubs: list[str] = []
+    for name in HUB_LIST_SEPARATOR.split(listed):
+        if not name:
+            continue
+        if "," in name:
+            raise ConfigError(
+                "WEBPUBSUB_HUBS",
+                "separates hub names with spaces or ';', not ',' (a ',' is part of a hub name for the service)",
+                value=listed,
+            )
+        if not HUB_PATTERN.fullmatch(name):
+            raise ConfigError("WEBPUBSUB_HUBS", f"names a hub that {_HUB_RULE}", value=name)
+        if any(name.lower() == other.lower() for other in hubs):
+            raise ConfigError("WEBPUBSUB_HUBS", "names a hub twice (hub names ignore case)", value=name)
+        hubs.append(name)
+    if not hubs:
+        raise ConfigError("WEBPUBSUB_HUBS", "names no hub; list one or more, separated by spaces")
+    if hub is None:
+        return hubs[0], tuple(hubs)
+    default = next((name for name in hubs if name.lower() == hub.lower()), None)
+    if default is None:
         raise ConfigError(
-            "WEBPUBSUB_HUB",
-            "must start with a letter and hold at most 128 letters, digits and _`,.[] characters",
+            "WEBPUBSUB_HUB", "must be one of WEBPUBSUB_HUBS (it is the hub negotiate uses without ?hub=)", value=hub
         )
+    return default, tuple(hubs)
+
+
+def load_service(reader: _Reader) -> ServiceSettings:
+    hub, hubs = served_hubs(reader)
     credential = reader.choice("WEBPUBSUB_CREDENTIAL", CredentialMode, None)
     access_key: str | None = None
     keyvault_uri: str | None = None
@@ -516,6 +591,7 @@ def load_service(reader: _Reader) -> ServiceSettings:
             raise ConfigError("WEBPUBSUB_KEY_SECRET_NAME", "must be 1-127 letters, digits and dashes")
     return ServiceSettings(
         hub=hub,
+        hubs=hubs,
         credential=credential,
         endpoint=endpoint,
         access_key=access_key,
@@ -545,7 +621,21 @@ def load_negotiate(reader: _Reader) -> NegotiateSettings:
 
 
 def load_group_policy(reader: _Reader) -> GroupPolicySettings:
-    return GroupPolicySettings(groups=parse_groups(reader.raw("NEGOTIATE_GROUPS")))
+    """NEGOTIATE_GROUPS, and each NEGOTIATE_GROUPS_<hub>, which must name a served hub once."""
+    try:
+        served: dict[str, str] | None = {hub.lower(): hub for hub in served_hubs(reader)[1]}
+    except ConfigError:
+        served = None  # the service concern names the hub setting; the hub names are not checked here
+    groups_by_hub: dict[str, tuple[str, ...]] = {}
+    for name in sorted(reader.names_with_prefix(PER_HUB_GROUPS_PREFIX)):
+        key = name[len(PER_HUB_GROUPS_PREFIX) :].lower()
+        if served is not None and key not in served:
+            listed = ", ".join(served.values())
+            raise ConfigError(name, f"names no hub this app serves ({listed}; WEBPUBSUB_HUB, WEBPUBSUB_HUBS)")
+        if key in groups_by_hub:
+            raise ConfigError(name, "is set twice for one hub, in different letter cases")
+        groups_by_hub[key] = parse_groups(reader.raw(name) or "", setting=name)
+    return GroupPolicySettings(groups=parse_groups(reader.raw("NEGOTIATE_GROUPS")), groups_by_hub=groups_by_hub)
 
 
 def _credential_mode(reader: _Reader) -> CredentialMode | None:

@@ -21,6 +21,11 @@ Notification handlers (connected, disconnected, group joined/left) are added to 
 app always writes. Handlers must be idempotent: the service retries, so one `ce-id` can arrive
 more than once. To reject a connection, raise `shared.errors.Unauthorized` or `Forbidden` with a
 reason; anything else a handler raises is a bug and answers 500 (logged with ce-id and connectionId).
+
+MQTT clients go through the same handlers: `request.mqtt` (connect) and `event.mqtt`
+(disconnected) hold what their packets said, and a refusal reaches them as the CONNACK code for
+their protocol version (Unauthorized and Forbidden: not authorized; BadRequest: bad user name or
+password). Raise `shared.protocol.MqttConnectRefused(code, reason)` to choose the code yourself.
 """
 
 from __future__ import annotations
@@ -54,10 +59,11 @@ from shared.protocol import (
     parse_event,
     render_connect,
     render_notification,
+    render_refusal,
     render_user_event,
 )
 from shared.upstream_auth import UpstreamAuthenticator
-from shared.web import Request, Response, error_response, json_response
+from shared.web import Request, Response, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -293,8 +299,8 @@ def _run_sync(awaitable: Awaitable[Any]) -> Any:
 class EventDispatcher:
     """One HTTP request from the service in, one answer out; never an unhandled exception.
 
-    `policy` is asked for on the first connect event, so the webhook handshake and the other events
-    keep working while NEGOTIATE_GROUPS is invalid.
+    `policy` gives each hub's group policy; it is asked for on the first connect event of the hub,
+    so the webhook handshake and the other events keep working while NEGOTIATE_GROUPS is invalid.
     """
 
     def __init__(
@@ -305,7 +311,7 @@ class EventDispatcher:
         max_body_bytes: int,
         authenticator: UpstreamAuthenticator,
         registry: EventHandlers,
-        policy: Callable[[], GroupPolicy],
+        policy: Callable[[str], GroupPolicy],
         run_async: AsyncRunner = _run_sync,
     ):
         self._hubs = {hub.lower(): hub for hub in hubs}
@@ -321,6 +327,7 @@ class EventDispatcher:
             return self._validate_webhook(request)
         started = time.perf_counter()
         context: ConnectionContext | None = None
+        event: Event | None = None
         try:
             if request.method != "POST":
                 raise BadRequest("Events are POSTed.", code="method_not_allowed")
@@ -330,14 +337,15 @@ class EventDispatcher:
             if context.hub.lower() not in self._hubs:
                 served = ", ".join(repr(hub) for hub in self._hubs.values())
                 raise BadRequest(
-                    f"This app serves hub {served}, not {context.hub[:128]!r} (WEBPUBSUB_HUB).", code="wrong_hub"
+                    f"This app serves hub {served}, not {context.hub[:128]!r} (WEBPUBSUB_HUB, WEBPUBSUB_HUBS).",
+                    code="wrong_hub",
                 )
             event = parse_event(
                 context, request.body, request.header("content-type"), max_body_bytes=self._max_body_bytes
             )
             response = self._dispatch(event)
         except AppError as error:
-            response = error_response(error)
+            response = render_refusal(error, event)
             if error.status >= 500:
                 logger.error("Event failed: %s", error.log_message)
         except Exception:
@@ -346,7 +354,7 @@ class EventDispatcher:
                 _safe(context.event_id if context else None),
                 _safe(context.connection_id if context else None),
             )
-            response = json_response(500, {"error": {"code": "handler_failed", "message": "The event handler failed."}})
+            response = render_refusal(AppError("The event handler failed.", code="handler_failed"), event)
         self._log(context, response.status, started)
         return response
 
@@ -375,13 +383,13 @@ class EventDispatcher:
         if isinstance(event, ConnectRequest):
             registration = self._registry.connect_registration(hub)
             if registration is None or registration.check_token_policy:
-                TokenPolicyCheck(self._policy()).check(event)
-            connect = registration.handler if registration else ChatDefaults(self._policy()).connect
+                TokenPolicyCheck(self._policy(hub)).check(event)
+            connect = registration.handler if registration else ChatDefaults(self._policy(hub)).connect
             return render_connect(self._resolve(connect(event)), state)
         if isinstance(event, UserEvent):
             handler = self._registry.user_event_handler(hub, event.context.event_name)
             if handler is None:
-                return render_user_event(ChatDefaults(self._policy()).user_event(event), state)
+                return render_user_event(ChatDefaults(self._policy(hub)).user_event(event), state)
             return render_user_event(self._resolve(handler(event)), state)
         if isinstance(event, UnknownEvent):
             logger.info("Ignoring unknown event type %s", _safe(event.context.event_type))
@@ -397,6 +405,7 @@ class EventDispatcher:
         fields = {
             "hub": context.hub if context else None,
             "event": (context.event_name or context.event_type) if context else None,
+            "protocol": context.client_protocol.value if context else None,
             "connectionId": context.connection_id if context else None,
             "userId": context.user_id if context else None,
             "eventId": context.event_id if context else None,
@@ -404,7 +413,7 @@ class EventDispatcher:
         if logger.isEnabledFor(level):
             logger.log(
                 level,
-                "event hub=%s event=%s connectionId=%s userId=%s eventId=%s outcome=%d durationMs=%.2f",
+                "event hub=%s event=%s protocol=%s connectionId=%s userId=%s eventId=%s outcome=%d durationMs=%.2f",
                 *(_safe(value) for value in fields.values()),
                 status,
                 duration_ms,

@@ -6,7 +6,12 @@ events, checks `ce-signature` and the abuse-protection handshake, and renders ty
 into status, headers and body. It is pure (no `azure.functions`, no SDKs, no settings) so it can be
 tested alone and reused behind any web framework.
 
-Reference: https://learn.microsoft.com/azure/azure-web-pubsub/reference-cloud-events
+MQTT clients reach the same event handler: their events carry `ce-physicalConnectionId` (and, after
+connect, `ce-sessionId`), their connect body an `mqtt` object, and a refused connect is answered
+`{"mqtt": {"code": ...}}` with the CONNACK code for the client's protocol version.
+
+References: https://learn.microsoft.com/azure/azure-web-pubsub/reference-cloud-events,
+https://learn.microsoft.com/azure/azure-web-pubsub/reference-mqtt-cloud-events
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from shared.web import Response, json_response
+from shared.errors import AppError, BadRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.web import Response, error_response, json_response
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,9 @@ HEADER_SUBPROTOCOL = "ce-subprotocol"
 HEADER_SIGNATURE = "ce-signature"
 HEADER_CONNECTION_STATE = "ce-connectionstate"
 HEADER_REQUEST_ORIGIN = "webhook-request-origin"
+# MQTT clients only: one id per network connection, one per session (absent from `connect`).
+HEADER_PHYSICAL_CONNECTION_ID = "ce-physicalconnectionid"
+HEADER_SESSION_ID = "ce-sessionid"
 # Response headers, in the service's spelling.
 RESPONSE_CONNECTION_STATE = "ce-connectionState"
 RESPONSE_ALLOWED_ORIGIN = "WebHook-Allowed-Origin"
@@ -68,6 +76,29 @@ SUBPROTOCOLS = (
 )
 
 DataType = Literal["text", "json", "binary"]
+
+
+class ClientProtocol(enum.StrEnum):
+    """The client endpoints of a hub; each needs a token for its own URL (the token's audience).
+
+    `socketio` is served by Web PubSub for Socket.IO resources only.
+    """
+
+    DEFAULT = "default"  # WebSocket, plain or with the json/protobuf subprotocols
+    MQTT = "mqtt"
+    SOCKETIO = "socketio"
+
+    @property
+    def path_prefix(self) -> str:
+        """The client URL is `<endpoint><path_prefix><hub>`."""
+        return _CLIENT_PATH_PREFIXES[self]
+
+
+_CLIENT_PATH_PREFIXES = {
+    ClientProtocol.DEFAULT: "/client/hubs/",
+    ClientProtocol.MQTT: "/clients/mqtt/hubs/",
+    ClientProtocol.SOCKETIO: "/clients/socketio/hubs/",
+}
 
 
 class EventKind(enum.StrEnum):
@@ -148,6 +179,220 @@ class ConnectionState(MutableMapping[str, Any]):
             self.changed = True
 
 
+class MqttProtocolVersion(enum.IntEnum):
+    """`mqtt.protocolVersion` of a connect: the protocol level of the client's CONNECT packet."""
+
+    V311 = 4  # MQTT 3.1.1
+    V500 = 5  # MQTT 5.0
+
+
+class MqttV311ConnectReturnCode(enum.IntEnum):
+    """The refusing CONNACK return codes of MQTT 3.1.1 (section 3.2.2.3)."""
+
+    UNACCEPTABLE_PROTOCOL_VERSION = 1
+    IDENTIFIER_REJECTED = 2
+    SERVER_UNAVAILABLE = 3
+    BAD_USERNAME_OR_PASSWORD = 4
+    NOT_AUTHORIZED = 5
+
+
+class MqttV5ConnectReasonCode(enum.IntEnum):
+    """The refusing CONNACK reason codes of MQTT 5.0 (section 3.2.2.2)."""
+
+    UNSPECIFIED_ERROR = 0x80
+    MALFORMED_PACKET = 0x81
+    PROTOCOL_ERROR = 0x82
+    IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+    UNSUPPORTED_PROTOCOL_VERSION = 0x84
+    CLIENT_IDENTIFIER_NOT_VALID = 0x85
+    BAD_USERNAME_OR_PASSWORD = 0x86
+    NOT_AUTHORIZED = 0x87
+    SERVER_UNAVAILABLE = 0x88
+    SERVER_BUSY = 0x89
+    BANNED = 0x8A
+    BAD_AUTHENTICATION_METHOD = 0x8C
+    TOPIC_NAME_INVALID = 0x90
+    PACKET_TOO_LARGE = 0x95
+    QUOTA_EXCEEDED = 0x97
+    PAYLOAD_FORMAT_INVALID = 0x99
+    RETAIN_NOT_SUPPORTED = 0x9A
+    QOS_NOT_SUPPORTED = 0x9B
+    USE_ANOTHER_SERVER = 0x9C
+    SERVER_MOVED = 0x9D
+    CONNECTION_RATE_EXCEEDED = 0x9F
+
+
+class MqttDisconnectReasonCode(enum.IntEnum):
+    """DISCONNECT reason codes of MQTT 5.0 (section 3.14.2.1); 3.1.1 clients always report 0."""
+
+    NORMAL_DISCONNECTION = 0x00
+    DISCONNECT_WITH_WILL_MESSAGE = 0x04
+    UNSPECIFIED_ERROR = 0x80
+    MALFORMED_PACKET = 0x81
+    PROTOCOL_ERROR = 0x82
+    IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+    NOT_AUTHORIZED = 0x87
+    SERVER_BUSY = 0x89
+    SERVER_SHUTTING_DOWN = 0x8B
+    KEEP_ALIVE_TIMEOUT = 0x8D
+    SESSION_TAKEN_OVER = 0x8E
+    TOPIC_FILTER_INVALID = 0x8F
+    TOPIC_NAME_INVALID = 0x90
+    RECEIVE_MAXIMUM_EXCEEDED = 0x93
+    TOPIC_ALIAS_INVALID = 0x94
+    PACKET_TOO_LARGE = 0x95
+    MESSAGE_RATE_TOO_HIGH = 0x96
+    QUOTA_EXCEEDED = 0x97
+    ADMINISTRATIVE_ACTION = 0x98
+    PAYLOAD_FORMAT_INVALID = 0x99
+    RETAIN_NOT_SUPPORTED = 0x9A
+    QOS_NOT_SUPPORTED = 0x9B
+    USE_ANOTHER_SERVER = 0x9C
+    SERVER_MOVED = 0x9D
+    SHARED_SUBSCRIPTIONS_NOT_SUPPORTED = 0x9E
+    CONNECTION_RATE_EXCEEDED = 0x9F
+    MAXIMUM_CONNECT_TIME = 0xA0
+    SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED = 0xA1
+    WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
+
+
+MqttConnectCode = MqttV311ConnectReturnCode | MqttV5ConnectReasonCode
+
+_V311 = MqttV311ConnectReturnCode
+_V5 = MqttV5ConnectReasonCode
+# Each refusing code: the HTTP status the event handler answers with (the mapping of the official
+# server SDKs, web-pubsub-express and Microsoft.Azure.WebPubSub.AspNetCore) and the nearest code of
+# the other protocol version, so a refusal reaches every client with a code its version defines.
+_V311_CODES: Mapping[MqttV311ConnectReturnCode, tuple[int, MqttV5ConnectReasonCode]] = {
+    _V311.UNACCEPTABLE_PROTOCOL_VERSION: (400, _V5.UNSUPPORTED_PROTOCOL_VERSION),
+    _V311.IDENTIFIER_REJECTED: (400, _V5.CLIENT_IDENTIFIER_NOT_VALID),
+    _V311.SERVER_UNAVAILABLE: (503, _V5.SERVER_UNAVAILABLE),
+    _V311.BAD_USERNAME_OR_PASSWORD: (401, _V5.BAD_USERNAME_OR_PASSWORD),
+    _V311.NOT_AUTHORIZED: (401, _V5.NOT_AUTHORIZED),
+}
+_V5_CODES: Mapping[MqttV5ConnectReasonCode, tuple[int, MqttV311ConnectReturnCode]] = {
+    _V5.UNSPECIFIED_ERROR: (500, _V311.SERVER_UNAVAILABLE),
+    _V5.MALFORMED_PACKET: (400, _V311.NOT_AUTHORIZED),
+    _V5.PROTOCOL_ERROR: (400, _V311.NOT_AUTHORIZED),
+    _V5.IMPLEMENTATION_SPECIFIC_ERROR: (400, _V311.NOT_AUTHORIZED),
+    _V5.UNSUPPORTED_PROTOCOL_VERSION: (400, _V311.UNACCEPTABLE_PROTOCOL_VERSION),
+    _V5.CLIENT_IDENTIFIER_NOT_VALID: (400, _V311.IDENTIFIER_REJECTED),
+    _V5.BAD_USERNAME_OR_PASSWORD: (401, _V311.BAD_USERNAME_OR_PASSWORD),
+    _V5.NOT_AUTHORIZED: (401, _V311.NOT_AUTHORIZED),
+    _V5.SERVER_UNAVAILABLE: (500, _V311.SERVER_UNAVAILABLE),
+    _V5.SERVER_BUSY: (500, _V311.SERVER_UNAVAILABLE),
+    _V5.BANNED: (403, _V311.NOT_AUTHORIZED),
+    _V5.BAD_AUTHENTICATION_METHOD: (400, _V311.BAD_USERNAME_OR_PASSWORD),
+    _V5.TOPIC_NAME_INVALID: (400, _V311.NOT_AUTHORIZED),
+    _V5.PACKET_TOO_LARGE: (400, _V311.NOT_AUTHORIZED),
+    _V5.QUOTA_EXCEEDED: (429, _V311.SERVER_UNAVAILABLE),
+    _V5.PAYLOAD_FORMAT_INVALID: (400, _V311.NOT_AUTHORIZED),
+    _V5.RETAIN_NOT_SUPPORTED: (400, _V311.NOT_AUTHORIZED),
+    _V5.QOS_NOT_SUPPORTED: (400, _V311.NOT_AUTHORIZED),
+    _V5.USE_ANOTHER_SERVER: (500, _V311.SERVER_UNAVAILABLE),
+    _V5.SERVER_MOVED: (500, _V311.SERVER_UNAVAILABLE),
+    _V5.CONNECTION_RATE_EXCEEDED: (429, _V311.SERVER_UNAVAILABLE),
+}
+
+
+def mqtt_status_for(code: MqttConnectCode) -> int:
+    """The HTTP status a refusal with this CONNACK code is answered with."""
+    if isinstance(code, MqttV311ConnectReturnCode):
+        return _V311_CODES[code][0]
+    return _V5_CODES[code][0]
+
+
+def mqtt_code_for_version(code: MqttConnectCode, version: MqttProtocolVersion) -> MqttConnectCode:
+    """`code` if the client's protocol version defines it, else that version's nearest code."""
+    if version is MqttProtocolVersion.V500:
+        return _V311_CODES[code][1] if isinstance(code, MqttV311ConnectReturnCode) else code
+    return _V5_CODES[code][1] if isinstance(code, MqttV5ConnectReasonCode) else code
+
+
+def mqtt_code_for_status(status: int, version: MqttProtocolVersion) -> MqttConnectCode:
+    """The CONNACK code for an app error's status, as the official server SDKs choose it.
+
+    400 is a bad user name or password (what a client can fix in its CONNECT), other 4xx (401
+    Unauthorized, 403 Forbidden) not authorized, 503 server unavailable, other 5xx an unspecified
+    error (MQTT 3.1.1 has none: server unavailable).
+    """
+    v5 = version is MqttProtocolVersion.V500
+    if status == 400:
+        return _V5.BAD_USERNAME_OR_PASSWORD if v5 else _V311.BAD_USERNAME_OR_PASSWORD
+    if 400 <= status < 500:
+        return _V5.NOT_AUTHORIZED if v5 else _V311.NOT_AUTHORIZED
+    if status == 503:
+        return _V5.SERVER_UNAVAILABLE if v5 else _V311.SERVER_UNAVAILABLE
+    return _V5.UNSPECIFIED_ERROR if v5 else _V311.SERVER_UNAVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class MqttUserProperty:
+    """One MQTT 5.0 user property: a name and a value, both strings (names may repeat)."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConnectProperties:
+    """The `mqtt` object of an MQTT client's connect: what its CONNECT packet said."""
+
+    protocol_version: MqttProtocolVersion
+    username: str | None = None
+    # Base64 of the packet's binary password, as the service sends it; `password_bytes()` decodes it.
+    password: str | None = field(default=None, repr=False)
+    user_properties: tuple[MqttUserProperty, ...] = ()  # MQTT 5.0 clients only
+    clean_start: bool | None = None
+
+    def password_bytes(self) -> bytes | None:
+        """The password as the client sent it; BadRequest (bad user name or password) if not base64."""
+        if self.password is None:
+            return None
+        try:
+            return base64.b64decode(self.password, validate=True)
+        except binascii.Error:
+            raise BadRequest("mqtt.password is not base64.", code="invalid_password") from None
+
+
+@dataclass(frozen=True, slots=True)
+class MqttDisconnectPacket:
+    """The last DISCONNECT packet of the session, sent by the client or by the service."""
+
+    code: int  # a MqttDisconnectReasonCode for MQTT 5.0; always 0 for MQTT 3.1.1
+    user_properties: tuple[MqttUserProperty, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MqttDisconnectProperties:
+    """The `mqtt` object of an MQTT session's `disconnected` event."""
+
+    initiated_by_client: bool
+    disconnect_packet: MqttDisconnectPacket | None = None  # None: the network connection was lost
+
+
+class MqttConnectRefused(AppError):
+    """Raise from a connect handler to refuse an MQTT client with exactly this CONNACK code.
+
+    A code the client's protocol version does not define is replaced by that version's nearest
+    one (BANNED reaches an MQTT 3.1.1 client as NOT_AUTHORIZED). `reason` and `user_properties`
+    reach MQTT 5.0 clients only. Raised for a WebSocket client, it is an ordinary 401 refusal.
+    """
+
+    status = 401
+    default_code = "connect_refused"
+
+    def __init__(
+        self, code: MqttConnectCode, reason: str | None = None, *, user_properties: Sequence[MqttUserProperty] = ()
+    ):
+        if not isinstance(code, MqttV311ConnectReturnCode | MqttV5ConnectReasonCode):
+            raise TypeError("code must be a MqttV311ConnectReturnCode or a MqttV5ConnectReasonCode")
+        super().__init__(reason or code.name.replace("_", " ").lower())
+        self.mqtt_code = code
+        self.reason = reason
+        self.user_properties = tuple(user_properties)
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionContext:
     """The `ce-*` attributes every event carries."""
@@ -164,10 +409,17 @@ class ConnectionContext:
     origin: str | None = None
     state: ConnectionState = field(default_factory=ConnectionState)
     signature: str | None = field(default=None, repr=False)
+    physical_connection_id: str | None = None  # MQTT only
+    session_id: str | None = None  # MQTT only, on every event but connect
 
     @property
     def kind(self) -> EventKind:
         return kind_of(self.event_type)
+
+    @property
+    def client_protocol(self) -> ClientProtocol:
+        """MQTT when the event carries `ce-physicalConnectionId`, which the service sends with every MQTT event."""
+        return ClientProtocol.MQTT if self.physical_connection_id else ClientProtocol.DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,17 +438,23 @@ class ConnectRequest:
     headers: Mapping[str, Sequence[str]] = field(default_factory=dict)
     subprotocols: Sequence[str] = ()
     client_certificates: Sequence[ClientCertificate] = ()
+    mqtt: MqttConnectProperties | None = None  # set exactly for MQTT clients
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectedEvent:
+    """For MQTT clients: a new session began (`context.session_id`); reconnecting to one sends none."""
+
     context: ConnectionContext
 
 
 @dataclass(frozen=True, slots=True)
 class DisconnectedEvent:
+    """For MQTT clients: the session ended, with the last DISCONNECT packet in `mqtt`."""
+
     context: ConnectionContext
     reason: str | None = None
+    mqtt: MqttDisconnectProperties | None = None  # set exactly for MQTT clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +490,8 @@ class ConnectResponse:
     groups: Sequence[str] | None = None
     roles: Sequence[str] | None = None
     subprotocol: str | None = None
+    # Sent to MQTT 5.0 clients in the CONNACK; ignored for other clients.
+    mqtt_user_properties: Sequence[MqttUserProperty] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +583,8 @@ def parse_context(headers: Mapping[str, str]) -> ConnectionContext:
         origin=headers.get(HEADER_REQUEST_ORIGIN) or None,
         state=ConnectionState.decode(headers.get(HEADER_CONNECTION_STATE)),
         signature=headers.get(HEADER_SIGNATURE) or None,
+        physical_connection_id=headers.get(HEADER_PHYSICAL_CONNECTION_ID, "").strip() or None,
+        session_id=headers.get(HEADER_SESSION_ID, "").strip() or None,
     )
 
 
@@ -369,6 +631,63 @@ def _string_lists(document: Mapping[str, Any], name: str) -> dict[str, list[str]
     return {str(key): list(items) for key, items in value.items()}
 
 
+def _mqtt_object(document: Mapping[str, Any], event: str) -> Mapping[str, Any]:
+    value = document.get("mqtt")
+    if not isinstance(value, dict):
+        raise BadRequest(f'The {event} body of an MQTT client needs an "mqtt" object.', code="invalid_body")
+    return value
+
+
+def _optional(document: Mapping[str, Any], name: str, kind: type[Any], what: str) -> Any:
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):  # JSON true is no number
+        raise BadRequest(f'"{what}.{name}" must be a {kind.__name__}.', code="invalid_body")
+    return value
+
+
+def _user_properties(document: Mapping[str, Any], what: str) -> tuple[MqttUserProperty, ...]:
+    value = document.get("userProperties")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("value"), str)
+        for item in value
+    ):
+        raise BadRequest(f'"{what}.userProperties" must be a list of {{"name", "value"}} strings.', code="invalid_body")
+    return tuple(MqttUserProperty(item["name"], item["value"]) for item in value)
+
+
+def _mqtt_connect(document: Mapping[str, Any]) -> MqttConnectProperties:
+    mqtt = _mqtt_object(document, "connect")
+    version = mqtt.get("protocolVersion")
+    if not isinstance(version, int) or isinstance(version, bool) or version not in set(MqttProtocolVersion):
+        raise BadRequest(
+            '"mqtt.protocolVersion" must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0).', code="unsupported_mqtt_version"
+        )
+    return MqttConnectProperties(
+        protocol_version=MqttProtocolVersion(version),
+        username=_optional(mqtt, "username", str, "mqtt"),
+        password=_optional(mqtt, "password", str, "mqtt"),
+        user_properties=_user_properties(mqtt, "mqtt"),
+        clean_start=_optional(mqtt, "cleanStart", bool, "mqtt"),
+    )
+
+
+def _mqtt_disconnected(document: Mapping[str, Any]) -> MqttDisconnectProperties:
+    mqtt = _mqtt_object(document, "disconnected")
+    initiated = _optional(mqtt, "initiatedByClient", bool, "mqtt")
+    packet = _optional(mqtt, "disconnectPacket", dict, "mqtt")
+    disconnect_packet = None
+    if packet is not None:
+        code = _optional(packet, "code", int, "mqtt.disconnectPacket")
+        disconnect_packet = MqttDisconnectPacket(
+            code=code or 0, user_properties=_user_properties(packet, "mqtt.disconnectPacket")
+        )
+    return MqttDisconnectProperties(initiated_by_client=bool(initiated), disconnect_packet=disconnect_packet)
+
+
 def _connect(context: ConnectionContext, document: Mapping[str, Any]) -> ConnectRequest:
     subprotocols = document.get("subprotocols") or []
     if not isinstance(subprotocols, list) or not all(isinstance(item, str) for item in subprotocols):
@@ -387,6 +706,7 @@ def _connect(context: ConnectionContext, document: Mapping[str, Any]) -> Connect
         client_certificates=tuple(
             ClientCertificate(str(item.get("thumbprint", "")), str(item.get("content", ""))) for item in certificates
         ),
+        mqtt=_mqtt_connect(document) if context.client_protocol is ClientProtocol.MQTT else None,
     )
 
 
@@ -429,7 +749,8 @@ def parse_event(context: ConnectionContext, body: bytes, content_type: str | Non
         return ConnectedEvent(context)
     if kind is EventKind.DISCONNECTED:
         reason = document.get("reason")
-        return DisconnectedEvent(context, reason if isinstance(reason, str) else None)
+        mqtt = _mqtt_disconnected(document) if context.client_protocol is ClientProtocol.MQTT else None
+        return DisconnectedEvent(context, reason if isinstance(reason, str) else None, mqtt)
     group = document.get("group")
     if not isinstance(group, str) or not group:
         raise BadRequest(f'The {context.event_type} body needs a "group" string.', code="invalid_body")
@@ -464,6 +785,8 @@ def render_connect(response: ConnectResponse | None, state: ConnectionState) -> 
         payload["roles"] = list(response.roles)
     if response.subprotocol is not None:
         payload["subprotocol"] = response.subprotocol
+    if response.mqtt_user_properties:
+        payload["mqtt"] = {"userProperties": _user_property_list(response.mqtt_user_properties)}
     if not payload:
         return Response(204, headers=headers)
     return json_response(200, payload, headers)
@@ -488,3 +811,32 @@ def render_user_event(response: UserEventResponse | None, state: ConnectionState
 
 def render_notification(state: ConnectionState) -> Response:
     return Response(204, headers=_with_state({}, state))
+
+
+def _user_property_list(properties: Sequence[MqttUserProperty]) -> list[dict[str, str]]:
+    return [{"name": item.name, "value": item.value} for item in properties]
+
+
+def render_refusal(error: AppError, event: Event | None) -> Response:
+    """An error as the service expects it: for an MQTT client's connect, the CONNACK it should send.
+
+    Every other refusal (and one that happens before the event is parsed) is the app's JSON error.
+    An MqttConnectRefused carries its own code; any other error gets the code for its status.
+    """
+    mqtt = event.mqtt if isinstance(event, ConnectRequest) else None
+    if mqtt is None:
+        return error_response(error)
+    version = mqtt.protocol_version
+    document: dict[str, Any]
+    if isinstance(error, MqttConnectRefused):
+        code = mqtt_code_for_version(error.mqtt_code, version)
+        status = mqtt_status_for(code)
+        document = {"code": int(code)}
+        if error.reason is not None:
+            document["reason"] = error.reason
+        if error.user_properties:
+            document["userProperties"] = _user_property_list(error.user_properties)
+    else:
+        status = error.status
+        document = {"code": int(mqtt_code_for_status(status, version)), "reason": error.public_message}
+    return json_response(status, {"mqtt": document}, error.headers)

@@ -97,7 +97,8 @@ class Runtime:
     """Settings plus the collaborators built from them; pass any of them in to replace it.
 
     `sdk_options` go to every Web PubSub and Key Vault SDK client the runtime builds (tests pass a
-    transport there).
+    transport there). `policy` replaces the group policy of every hub, `policies` that of the hubs
+    it names; the others are built from the settings (NEGOTIATE_GROUPS, NEGOTIATE_GROUPS_<hub>).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class Runtime:
         token_source: TokenSource | None = None,
         identifier: CallerIdentifier | None = None,
         policy: GroupPolicy | None = None,
+        policies: Mapping[str, GroupPolicy] | None = None,
         authenticator: UpstreamAuthenticator | None = None,
         registry: EventHandlers | None = None,
         sdk_options: Mapping[str, Any] | None = None,
@@ -117,6 +119,7 @@ class Runtime:
         self._token_source = token_source
         self._identifier = identifier
         self._policy = policy
+        self._policies = {hub.lower(): hub_policy for hub, hub_policy in (policies or {}).items()}
         self._authenticator = authenticator
         self._registry = registry or handlers
         self._sdk_options = dict(sdk_options or {})
@@ -147,12 +150,20 @@ class Runtime:
                 self._token_source = build_token_source(self.settings.service, self.credential, self._sdk_options)
             return self._token_source
 
+    def policy_for(self, hub: str) -> GroupPolicy:
+        """The group policy of `hub`, built once per hub; negotiate and connect events share it."""
+        key = hub.lower()
+        with self._lock:
+            policy = self._policies.get(key)
+            if policy is None:
+                policy = self._policy or GroupPolicy(self.settings.group_policy.groups_for(hub))
+                self._policies[key] = policy
+            return policy
+
     @property
     def policy(self) -> GroupPolicy:
-        with self._lock:
-            if self._policy is None:
-                self._policy = GroupPolicy(self.settings.group_policy.groups)
-            return self._policy
+        """The default hub's group policy."""
+        return self.policy_for(self.settings.service.hub)
 
     @property
     def identifier(self) -> CallerIdentifier:
@@ -167,9 +178,10 @@ class Runtime:
             if self._negotiator is None:
                 service = self.settings.service
                 self._negotiator = Negotiator(
-                    hub=service.hub,
+                    hubs=service.hubs,
+                    default_hub=service.hub,
                     identifier=self.identifier,
-                    policy=self.policy,
+                    policy=self.policy_for,
                     tokens=self.token_source,
                     lifetime_minutes=self.settings.negotiate.token_lifetime_minutes,
                 )
@@ -189,12 +201,12 @@ class Runtime:
                 service = self.settings.service
                 event_handler = self.settings.event_handler
                 self._events = EventDispatcher(
-                    hubs=(service.hub,),
+                    hubs=service.hubs,
                     allowed_origins=tuple(dict.fromkeys((service.service_host, *event_handler.extra_origins))),
                     max_body_bytes=event_handler.max_body_bytes,
                     authenticator=self.authenticator,
                     registry=self._registry,
-                    policy=lambda: self.policy,
+                    policy=self.policy_for,
                     run_async=self.async_runner.run,
                 )
             return self._events

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.config import parse_connection_string
 from shared.errors import ConfigError, DependencyUnavailable
+from shared.protocol import ClientProtocol
 
 if TYPE_CHECKING:
     from azure.core.credentials import AzureKeyCredential, TokenCredential
@@ -44,6 +45,13 @@ SDK_CLIENT_OPTIONS: dict[str, Any] = {
 
 CredentialProvider = Callable[[], "TokenCredential"]
 
+# The SDK's names (and generateToken's `clientType` values); the SDK builds each one's URL and audience.
+_SDK_CLIENT_PROTOCOLS: Mapping[ClientProtocol, str] = {
+    ClientProtocol.DEFAULT: "Default",
+    ClientProtocol.MQTT: "MQTT",
+    ClientProtocol.SOCKETIO: "SocketIO",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ClientAccess:
@@ -59,9 +67,19 @@ class TokenSource(Protocol):
     """The one interface negotiate, the events, health and the server-side client use, whatever the credential."""
 
     def client_access(
-        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+        self,
+        *,
+        hub: str,
+        user_id: str,
+        roles: Sequence[str],
+        groups: Sequence[str],
+        minutes: int,
+        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
     ) -> ClientAccess:
-        """A client access URL for `user_id` on `hub` with exactly these roles, joining `groups` at connect."""
+        """A client access URL for `user_id` on `hub` with exactly these roles, joining `groups` at connect.
+
+        The URL (and the token's audience) is the endpoint of `client_protocol`.
+        """
         ...
 
     def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
@@ -138,12 +156,23 @@ class KeyTokenSource:
         return self._clients.get(hub)
 
     def client_access(
-        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+        self,
+        *,
+        hub: str,
+        user_id: str,
+        roles: Sequence[str],
+        groups: Sequence[str],
+        minutes: int,
+        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
     ) -> ClientAccess:
         # Taken before signing, so the reported expiry is never later than the token's `exp`.
         issued = _now()
         result = self.service_client(hub).get_client_access_token(
-            user_id=user_id, roles=list(roles), groups=list(groups), minutes_to_expire=minutes
+            user_id=user_id,
+            roles=list(roles),
+            groups=list(groups),
+            minutes_to_expire=minutes,
+            client_protocol=_SDK_CLIENT_PROTOCOLS[client_protocol],
         )
         return ClientAccess(
             base_url=result["baseUrl"],
@@ -307,9 +336,18 @@ class KeyVaultTokenSource:
             return self._signer
 
     def client_access(
-        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+        self,
+        *,
+        hub: str,
+        user_id: str,
+        roles: Sequence[str],
+        groups: Sequence[str],
+        minutes: int,
+        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
     ) -> ClientAccess:
-        return self._current().client_access(hub=hub, user_id=user_id, roles=roles, groups=groups, minutes=minutes)
+        return self._current().client_access(
+            hub=hub, user_id=user_id, roles=roles, groups=groups, minutes=minutes, client_protocol=client_protocol
+        )
 
     def service_client(self, hub: str) -> WebPubSubServiceClient:
         """The current key's client: after a rotation, calls use the new key at once."""
@@ -372,7 +410,14 @@ class EntraTokenSource:
         return self._clients.get(hub)
 
     def client_access(
-        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+        self,
+        *,
+        hub: str,
+        user_id: str,
+        roles: Sequence[str],
+        groups: Sequence[str],
+        minutes: int,
+        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
     ) -> ClientAccess:
         from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
@@ -383,6 +428,7 @@ class EntraTokenSource:
                 roles=list(roles),
                 groups=list(groups),
                 minutes_to_expire=minutes,
+                client_protocol=_SDK_CLIENT_PROTOCOLS[client_protocol],  # generateToken's clientType
                 # Per request: azure-core's bearer policy reads it from the request's options only.
                 # Plain http is only accepted by configuration for a local service on loopback.
                 enforce_https=self._endpoint.startswith("https://"),
@@ -397,6 +443,7 @@ class EntraTokenSource:
             ) from None
         except HttpResponseError as error:
             hints = {
+                400: f" (the service refused the request for client protocol {client_protocol.value})",
                 403: " (the app's identity needs the Web PubSub Service Owner role)",
                 404: " (check WEBPUBSUB_ENDPOINT and WEBPUBSUB_HUB)",
             }

@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 
 import requests
 
-from shared.config import SETTING_NAMES, Concern, CredentialMode, ServiceSettings, Settings, is_loopback_host
+from shared.config import (
+    SETTING_NAMES,
+    Concern,
+    CredentialMode,
+    ServiceSettings,
+    Settings,
+    is_loopback_host,
+    is_setting_name,
+)
 from shared.doctor.net import Unreachable, classify, run_with_deadline, send
 from shared.doctor.report import Check, Status, fail, fingerprint, ok, skip, warn
 from shared.doctor.target import AzureAccess, SettingsSource, read_keyvault_key, resolve_target
@@ -48,7 +56,7 @@ _IDENTITY_FIX = (
 def check_setting_names(environ: Mapping[str, str]) -> Check:
     """Names that look like settings but are not read by the app: usually typos, silently ignored."""
     unknown = sorted(
-        name for name in environ if name.upper().startswith(_SETTING_PREFIXES) and name not in SETTING_NAMES
+        name for name in environ if name.upper().startswith(_SETTING_PREFIXES) and not is_setting_name(name)
     )
     if not unknown:
         return ok("setting names", "every setting name is one the app reads")

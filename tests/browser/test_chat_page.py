@@ -18,6 +18,7 @@ from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from playwright.sync_api import Page, Route, expect
 
 from shared.errors import DependencyUnavailable
+from shared.protocol import ClientProtocol
 from shared.tokens import ClientAccess, TokenSource
 from tests.browser.conftest import RECONNECT_TIMEOUT_MS, AppSettings, ChatPage, LocalStack
 
@@ -232,12 +233,21 @@ class UnavailableAtFirst:
         self.failures = failures
 
     def client_access(
-        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+        self,
+        *,
+        hub: str,
+        user_id: str,
+        roles: Sequence[str],
+        groups: Sequence[str],
+        minutes: int,
+        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
     ) -> ClientAccess:
         if self.failures > 0:
             self.failures -= 1
             raise DependencyUnavailable("Azure Key Vault", "down on purpose", retry_after_seconds=1)
-        return self.real.client_access(hub=hub, user_id=user_id, roles=roles, groups=groups, minutes=minutes)
+        return self.real.client_access(
+            hub=hub, user_id=user_id, roles=roles, groups=groups, minutes=minutes, client_protocol=client_protocol
+        )
 
     def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
         return self.real.access_keys(refresh=refresh)

@@ -62,9 +62,28 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
+user_properties = st.lists(
+    st.fixed_dictionaries({"name": st.text(max_size=8), "value": st.text(max_size=8)}) | json_values, max_size=3
+)
+# The `mqtt` objects of MQTT connect and disconnected events (reference-mqtt-cloud-events), valid or not.
+mqtt_documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "protocolVersion": st.sampled_from([3, 4, 5, 6]) | json_values,
+        "username": st.none() | st.text(max_size=12) | json_values,
+        "password": st.none() | st.binary(max_size=12).map(lambda raw: base64.b64encode(raw).decode()) | json_values,
+        "userProperties": st.none() | user_properties | json_values,
+        "cleanStart": json_values,
+        "initiatedByClient": json_values,
+        "disconnectPacket": st.none()
+        | st.fixed_dictionaries({}, optional={"code": json_values, "userProperties": user_properties})
+        | json_values,
+    },
+)
 connect_documents = st.fixed_dictionaries(
     {},
     optional={
+        "mqtt": mqtt_documents | json_values,
         "claims": st.dictionaries(st.text(max_size=24), st.lists(st.text(max_size=40), max_size=4) | json_values),
         "query": st.dictionaries(st.text(max_size=12), st.lists(st.text(max_size=12), max_size=3) | json_values),
         "headers": st.dictionaries(st.text(max_size=12), st.lists(st.text(max_size=12), max_size=3) | json_values),
@@ -104,6 +123,8 @@ states = st.one_of(
                 "ce-id",
                 "ce-eventname",
                 "ce-subprotocol",
+                "ce-physicalconnectionid",
+                "ce-sessionid",
                 "webhook-request-origin",
             ]
         ),
@@ -134,7 +155,9 @@ def test_the_parser_raises_nothing_but_4xx_app_errors(
     assert isinstance(state.encode(), str)
 
 
-def signed_request(event_type: str, connection_id: str, content_type: str, body: bytes, state: str | None) -> Request:
+def signed_request(
+    event_type: str, connection_id: str, content_type: str, body: bytes, state: str | None, mqtt: bool
+) -> Request:
     headers = {
         "ce-awpsversion": "1.0",
         "ce-specversion": "1.0",
@@ -147,6 +170,8 @@ def signed_request(event_type: str, connection_id: str, content_type: str, body:
     }
     if state is not None:
         headers["ce-connectionstate"] = state
+    if mqtt:  # an MQTT client's event: refusals of its connect are rendered as CONNACK codes
+        headers["ce-physicalconnectionid"] = "physical-1"
     return Request("POST", "http://localhost:7071/api/eventhandler", headers, (), body)
 
 
@@ -162,11 +187,12 @@ dispatcher = Runtime(local_settings(NEGOTIATE_GROUPS="chat,news"), registry=Even
     content_type=st.sampled_from(CONTENT_TYPES),
     body=bodies,
     state=states,
+    mqtt=st.booleans(),
 )
 def test_authenticated_events_answer_only_2xx_or_4xx(
-    event_type: str, connection_id: str, content_type: str, body: bytes, state: str | None
+    event_type: str, connection_id: str, content_type: str, body: bytes, state: str | None, mqtt: bool
 ) -> None:
-    response = dispatcher.handle(signed_request(event_type, connection_id, content_type, body, state))
+    response = dispatcher.handle(signed_request(event_type, connection_id, content_type, body, state, mqtt))
     event(f"status {response.status}")
     assert response.status < 500, response.body[:200]
     assert response.status != 401  # the genuine signature always passes, whatever follows it

@@ -12,6 +12,7 @@ from shared.config import (
     EventAuth,
     HealthSettings,
     NegotiateAuth,
+    is_setting_name,
     load_settings,
     parse_connection_string,
 )
@@ -313,3 +314,87 @@ def test_each_setting_belongs_to_one_concern() -> None:
     """The doctor and health name the concern a setting breaks; a setting in two would be ambiguous."""
     names = [name for group in SETTINGS_BY_CONCERN.values() for name in group]
     assert len(names) == len(set(names)) == len(SETTING_NAMES)
+
+
+class TestSeveralHubs:
+    def test_one_hub_stays_as_simple_as_before(self) -> None:
+        settings = load_settings({**LOCAL_ENVIRON, "WEBPUBSUB_HUB": "lobby", "NEGOTIATE_GROUPS": "a,b"}).check()
+        assert (settings.service.hub, settings.service.hubs) == ("lobby", ("lobby",))
+        assert settings.group_policy.groups_for("LOBBY") == ("a", "b")
+        assert load_settings(LOCAL_ENVIRON).service.hubs == ("chat",)
+
+    @pytest.mark.parametrize("listed", ["chat notifications", "chat;notifications", "  chat ; notifications\n"])
+    def test_hubs_are_separated_by_spaces_or_semicolons(self, listed: str) -> None:
+        service = load_settings({**LOCAL_ENVIRON, "WEBPUBSUB_HUBS": listed}).service
+        assert (service.hub, service.hubs) == ("chat", ("chat", "notifications"))
+        assert service.served_hub("NOTIFICATIONS") == "notifications"
+        assert service.served_hub("lobby") is None
+
+    def test_a_hub_name_may_hold_the_services_other_characters(self) -> None:
+        service = load_settings({**LOCAL_ENVIRON, "WEBPUBSUB_HUBS": "a.b c_d e[1] f`g"}).service
+        assert service.hubs == ("a.b", "c_d", "e[1]", "f`g")
+
+    def test_webpubsub_hub_picks_the_default_among_them(self) -> None:
+        environ = {**LOCAL_ENVIRON, "WEBPUBSUB_HUBS": "chat Notifications", "WEBPUBSUB_HUB": "notifications"}
+        assert load_settings(environ).service.hub == "Notifications"
+
+    @pytest.mark.parametrize(
+        ("environ", "setting", "words"),
+        [
+            ({"WEBPUBSUB_HUBS": "chat,notifications"}, "WEBPUBSUB_HUBS", "not ','"),
+            ({"WEBPUBSUB_HUBS": "chat 1hub"}, "WEBPUBSUB_HUBS", "start with a letter"),
+            ({"WEBPUBSUB_HUBS": "chat Chat"}, "WEBPUBSUB_HUBS", "twice"),
+            ({"WEBPUBSUB_HUBS": " ; "}, "WEBPUBSUB_HUBS", "names no hub"),
+            ({"WEBPUBSUB_HUBS": "chat news", "WEBPUBSUB_HUB": "lobby"}, "WEBPUBSUB_HUB", "one of WEBPUBSUB_HUBS"),
+            ({"WEBPUBSUB_HUBS": "chat", "WEBPUBSUB_HUB": "1x"}, "WEBPUBSUB_HUB", "start with a letter"),
+        ],
+    )
+    def test_a_bad_hub_list_is_a_service_error_naming_the_setting(
+        self, environ: dict[str, str], setting: str, words: str
+    ) -> None:
+        settings = load_settings({**LOCAL_ENVIRON, **environ})
+        error = settings.problems[Concern.SERVICE]
+        assert error.setting == setting
+        assert words in error.reason
+        assert settings.negotiate.auth is NegotiateAuth.ANONYMOUS  # other concerns keep working
+
+    def test_each_hub_may_have_its_own_groups(self) -> None:
+        environ = {
+            **LOCAL_ENVIRON,
+            "WEBPUBSUB_HUBS": "chat notifications ops.team",
+            "NEGOTIATE_GROUPS": "chat",
+            "NEGOTIATE_GROUPS_notifications": "alerts, news",
+            "NEGOTIATE_GROUPS_OPS.TEAM": "",
+        }
+        policy = load_settings(environ).check().group_policy
+        assert policy.groups_for("chat") == ("chat",)
+        assert policy.groups_for("Notifications") == ("alerts", "news")
+        assert policy.groups_for("ops.team") == ()  # empty means none, as for NEGOTIATE_GROUPS
+
+    @pytest.mark.parametrize(
+        ("environ", "setting", "words"),
+        [
+            ({"NEGOTIATE_GROUPS_lobby": "x"}, "NEGOTIATE_GROUPS_lobby", "names no hub this app serves (chat, news"),
+            ({"NEGOTIATE_GROUPS_": "x"}, "NEGOTIATE_GROUPS_", "names no hub"),
+            ({"NEGOTIATE_GROUPS_news": "x", "negotiate_groups_NEWS": "y"}, "negotiate_groups_NEWS", "twice"),
+            ({"NEGOTIATE_GROUPS_news": "x" * 1025}, "NEGOTIATE_GROUPS_news", "at most 1024"),
+        ],
+    )
+    def test_a_bad_per_hub_group_setting_is_a_group_policy_error_naming_it(
+        self, environ: dict[str, str], setting: str, words: str
+    ) -> None:
+        settings = load_settings({**LOCAL_ENVIRON, "WEBPUBSUB_HUBS": "chat news", **environ})
+        error = settings.problems[Concern.GROUP_POLICY]
+        assert error.setting == setting
+        assert words in error.reason
+        assert settings.service.hubs == ("chat", "news")
+
+    def test_per_hub_groups_are_not_checked_against_an_invalid_hub_list(self) -> None:
+        settings = load_settings({**LOCAL_ENVIRON, "WEBPUBSUB_HUBS": "a,b", "NEGOTIATE_GROUPS_a": "x"})
+        assert set(settings.problems) == {Concern.SERVICE}
+
+    def test_per_hub_setting_names_are_setting_names(self) -> None:
+        assert is_setting_name("NEGOTIATE_GROUPS_notifications")
+        assert is_setting_name("WEBPUBSUB_HUBS")
+        assert not is_setting_name("NEGOTIATE_GROUPS_")
+        assert not is_setting_name("NEGOTIATE_GROUP")

@@ -228,6 +228,12 @@ def test_misspelled_setting_names_are_pointed_out() -> None:
     assert "PATH" not in finding.summary
 
 
+def test_per_hub_group_settings_are_known_names() -> None:
+    finding = check_setting_names({"WEBPUBSUB_HUBS": "chat alerts", "NEGOTIATE_GROUPS_alerts": "x"})
+    assert finding.status == "ok"
+    assert check_setting_names({"WEBPUBSUB_HUB_S": "chat alerts"}).status == "warn"
+
+
 def test_without_any_endpoint_nothing_is_probed(tmp_path: Path) -> None:
     code, checks, _ = doctor()
     assert code == 1

@@ -15,13 +15,34 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import function_app
 from shared.bearer import BearerValidator
 from shared.config import BearerSettings
-from shared.errors import Forbidden
+from shared.errors import BadRequest, Forbidden
 from shared.events import EventHandlers
-from shared.protocol import ConnectedEvent, ConnectRequest, ConnectResponse, UserEvent, UserEventResponse
+from shared.protocol import (
+    ConnectedEvent,
+    ConnectRequest,
+    ConnectResponse,
+    MqttConnectRefused,
+    MqttDisconnectPacket,
+    MqttDisconnectProperties,
+    MqttDisconnectReasonCode,
+    MqttUserProperty,
+    MqttV5ConnectReasonCode,
+    UserEvent,
+    UserEventResponse,
+)
 from shared.runtime import Runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
 from shared.upstream_auth import ServiceTokenCheck
-from tests.support.events import CONNECT, connect_body, event_headers, sign
+from tests.support.events import (
+    CONNECT,
+    CONNECTED,
+    DISCONNECTED,
+    connect_body,
+    event_headers,
+    mqtt_connect_body,
+    mqtt_event_headers,
+    sign,
+)
 from tests.support.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, FakeKeyVault, transport_for
 from tests.support.functions import error_code, http_request
 from tests.support.issuer import Issuer
@@ -430,6 +451,176 @@ class TestUserEvents:
         assert response.status_code == 500
         assert b"bug in app code" not in response.get_body()
         assert "ce-id=42 connectionId=conn-1" in caplog.text
+
+
+def mqtt_refusal(response: func.HttpResponse) -> dict[str, object]:
+    """The `mqtt` object of a refused MQTT connect (the CONNACK the service sends)."""
+    assert response.mimetype == "application/json"
+    document = json.loads(response.get_body())
+    assert set(document) == {"mqtt"}
+    mqtt: dict[str, object] = document["mqtt"]
+    return mqtt
+
+
+class TestMqttClients:
+    """MQTT clients through the whole event handler (reference-mqtt-cloud-events)."""
+
+    def test_the_default_chat_accepts_an_mqtt_client_with_the_policy_roles(self, registry: EventHandlers) -> None:
+        response = post(mqtt_event_headers(), mqtt_connect_body(4))
+        assert response.status_code == 200
+        assert json.loads(response.get_body()) == {
+            "userId": "alice",
+            "roles": [
+                "webpubsub.joinLeaveGroup.chat",
+                "webpubsub.sendToGroup.chat",
+                "webpubsub.joinLeaveGroup.news",
+                "webpubsub.sendToGroup.news",
+            ],
+        }  # no subprotocol: the service's default for MQTT is mqtt
+
+    @pytest.mark.parametrize(("version", "code"), [(4, 5), (5, 135)])
+    def test_an_mqtt_client_without_a_user_is_refused_not_authorized(
+        self, registry: EventHandlers, version: int, code: int
+    ) -> None:
+        response = post(mqtt_event_headers(user_id=None), mqtt_connect_body(version))
+        assert response.status_code == 401
+        assert mqtt_refusal(response)["code"] == code
+
+    @pytest.mark.parametrize(("version", "code"), [(4, 5), (5, 135)])
+    def test_a_token_beyond_the_policy_is_refused_not_authorized(
+        self, registry: EventHandlers, version: int, code: int
+    ) -> None:
+        body = connect_body(
+            subprotocols=["mqtt"], claims={"role": ["webpubsub.sendToGroup.admins"]}, mqtt={"protocolVersion": version}
+        )
+        response = post(mqtt_event_headers(), body)
+        assert response.status_code == 403
+        refusal = mqtt_refusal(response)
+        assert refusal["code"] == code
+        assert "admins" in str(refusal["reason"])
+
+    @pytest.mark.parametrize(("version", "code", "status"), [(4, 5, 401), (5, 138, 403)])
+    def test_a_handler_chooses_the_connack_code(
+        self, registry: EventHandlers, version: int, code: int, status: int
+    ) -> None:
+        @registry.on_connect
+        def ban(request: ConnectRequest) -> ConnectResponse:
+            assert request.mqtt is not None
+            if request.mqtt.username == "mallory":
+                raise MqttConnectRefused(
+                    MqttV5ConnectReasonCode.BANNED, "banned", user_properties=[MqttUserProperty("until", "never")]
+                )
+            return ConnectResponse(user_id=request.context.user_id)
+
+        response = post(mqtt_event_headers(), mqtt_connect_body(version, username="mallory"))
+        assert response.status_code == status
+        refusal = mqtt_refusal(response)
+        assert refusal["code"] == code
+        assert post(mqtt_event_headers(), mqtt_connect_body(version, username="bob")).status_code == 200
+
+    @pytest.mark.parametrize(("version", "code"), [(4, 4), (5, 134)])
+    def test_a_handler_checking_the_password_refuses_bad_credentials(
+        self, registry: EventHandlers, version: int, code: int
+    ) -> None:
+        @registry.on_connect
+        def check_password(request: ConnectRequest) -> ConnectResponse:
+            assert request.mqtt is not None
+            if request.mqtt.password_bytes() != b"s3cret":
+                raise BadRequest("wrong user name or password", code="bad_credentials")
+            return ConnectResponse(user_id=request.mqtt.username)
+
+        password = base64.b64encode(b"s3cret").decode()
+        accepted = post(mqtt_event_headers(), mqtt_connect_body(version, username="bob", password=password))
+        assert json.loads(accepted.get_body()) == {"userId": "bob"}
+        for wrong in ("d3Jvbmc=", "not base64!"):
+            response = post(mqtt_event_headers(), mqtt_connect_body(version, username="bob", password=wrong))
+            assert response.status_code == 400
+            assert mqtt_refusal(response)["code"] == code
+
+    @pytest.mark.parametrize(("version", "code"), [(4, 3), (5, 128)])
+    def test_a_handler_bug_is_a_server_code_without_details(
+        self, registry: EventHandlers, version: int, code: int
+    ) -> None:
+        @registry.on_connect
+        def broken(request: ConnectRequest) -> ConnectResponse:
+            raise RuntimeError("secret internals")
+
+        response = post(mqtt_event_headers(), mqtt_connect_body(version))
+        assert response.status_code == 500
+        assert mqtt_refusal(response) == {"code": code, "reason": "The event handler failed."}
+
+    def test_an_unsigned_mqtt_connect_is_refused_before_parsing_with_the_apps_error(
+        self, registry: EventHandlers
+    ) -> None:
+        response = post(mqtt_event_headers(signature=None), mqtt_connect_body())
+        assert response.status_code == 401
+        assert error_code(response) == "unauthenticated_event"
+
+    def test_an_mqtt_connect_without_its_mqtt_object_is_a_bad_request(self, registry: EventHandlers) -> None:
+        response = post(mqtt_event_headers(), connect_body(subprotocols=["mqtt"]))
+        assert response.status_code == 400
+        assert error_code(response) == "invalid_body"
+
+    def test_listeners_see_the_session_and_the_disconnect_packet(self, registry: EventHandlers) -> None:
+        seen: list[object] = []
+        registry.on_connected(lambda event: seen.append(event.context.session_id))
+        registry.on_disconnected(lambda event: seen.append(event.mqtt))
+        assert post(mqtt_event_headers(CONNECTED), b"{}").status_code == 204
+        body = {"reason": None, "mqtt": {"initiatedByClient": True, "disconnectPacket": {"code": 0x8E}}}
+        assert post(mqtt_event_headers(DISCONNECTED), json.dumps(body).encode()).status_code == 204
+        assert seen == [
+            "client1-session",
+            MqttDisconnectProperties(True, MqttDisconnectPacket(MqttDisconnectReasonCode.SESSION_TAKEN_OVER)),
+        ]
+
+    def test_the_log_line_names_the_client_protocol(
+        self, registry: EventHandlers, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.INFO):
+            post(mqtt_event_headers(), mqtt_connect_body())
+            post(event_headers(), connect_body())
+        protocols = [
+            record.__dict__["webpubsub"]["protocol"] for record in caplog.records if "webpubsub" in record.__dict__
+        ]
+        assert protocols == ["mqtt", "default"]
+
+
+class TestSeveralHubs:
+    @pytest.fixture
+    def hubs(self) -> EventHandlers:
+        handlers = EventHandlers()
+        settings = local_settings(
+            WEBPUBSUB_HUBS="chat notifications", NEGOTIATE_GROUPS="chat", NEGOTIATE_GROUPS_notifications="alerts"
+        )
+        use_runtime(Runtime(settings, registry=handlers))
+        return handlers
+
+    def test_each_hub_gets_its_own_group_policy_at_connect(self, hubs: EventHandlers) -> None:
+        chat = json.loads(post(event_headers(hub="chat"), connect_body()).get_body())
+        alerts = json.loads(post(event_headers(hub="Notifications"), connect_body()).get_body())
+        assert chat["roles"] == ["webpubsub.joinLeaveGroup.chat", "webpubsub.sendToGroup.chat"]
+        assert alerts["roles"] == ["webpubsub.joinLeaveGroup.alerts", "webpubsub.sendToGroup.alerts"]
+
+    def test_a_token_for_another_hubs_groups_is_refused(self, hubs: EventHandlers) -> None:
+        claims = {"role": ["webpubsub.sendToGroup.chat"]}
+        assert post(event_headers(hub="notifications"), connect_body(claims=claims)).status_code == 403
+        assert post(event_headers(hub="chat"), connect_body(claims=claims)).status_code == 200
+
+    def test_handlers_registered_for_one_hub_serve_only_it(self, hubs: EventHandlers) -> None:
+        @hubs.on_user_event("ping", hub="notifications")
+        def pong(event: UserEvent) -> UserEventResponse:
+            return UserEventResponse("pong")
+
+        ping = "azure.webpubsub.user.ping"
+        assert post(event_headers(ping, hub="notifications", content_type="text/plain"), b"x").get_body() == b"pong"
+        assert post(event_headers(ping, hub="chat", content_type="text/plain"), b"x").status_code == 204
+
+    def test_only_the_configured_hubs_are_accepted(self, hubs: EventHandlers) -> None:
+        response = post(event_headers(hub="lobby"), connect_body())
+        assert response.status_code == 400
+        assert error_code(response) == "wrong_hub"
+        message = json.loads(response.get_body())["error"]["message"]
+        assert "'chat', 'notifications'" in message
 
 
 class TestBadInput:

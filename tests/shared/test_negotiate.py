@@ -19,6 +19,7 @@ from shared.bearer import BearerValidator
 from shared.config import BearerSettings
 from shared.errors import DependencyUnavailable
 from shared.identity import BearerCaller
+from shared.protocol import ClientProtocol
 from shared.runtime import Runtime, use_runtime
 from shared.tokens import ClientAccess, KeyTokenSource
 from tests.support.fakes import EMULATOR_KEY, LOCAL_CONNECTION_STRING
@@ -27,6 +28,7 @@ from tests.support.issuer import Issuer
 from tests.support.settings import local_settings
 
 AUDIENCE = "http://localhost:8080/client/hubs/chat"
+JSON_TYPE = "application/json"
 
 
 def negotiate(
@@ -122,6 +124,21 @@ def test_post_without_body_grants_the_defaults() -> None:
         ([("userId", "a"), ("group", " ")], b"", None, 400, "invalid_group"),
         ([], b"", None, 400, "missing_user_id"),
         ([("userId", "")], b"", None, 400, "invalid_user_id"),
+        ([("userId", "a"), ("protocol", "amqp")], b"", None, 400, "unknown_protocol"),
+        ([("userId", "a"), ("protocol", "")], b"", None, 400, "unknown_protocol"),
+        ([("userId", "a"), ("protocol", "mqtt"), ("protocol", "default")], b"", None, 400, "invalid_protocol"),
+        (
+            [("userId", "a"), ("protocol", "mqtt")],
+            b'{"protocol": "socketio"}',
+            "application/json",
+            400,
+            "invalid_protocol",
+        ),
+        ([("userId", "a")], b'{"protocol": 5}', "application/json", 400, "invalid_protocol"),
+        ([("userId", "a"), ("hub", "lobby")], b"", None, 404, "unknown_hub"),
+        ([("userId", "a"), ("hub", "chat"), ("hub", "other")], b"", None, 400, "invalid_hub"),
+        ([("userId", "a")], b'{"hub": ["chat"]}', "application/json", 400, "invalid_hub"),
+        ([("hub", "lobby")], b"", None, 400, "missing_user_id"),  # the caller first: no hub names to strangers
     ],
 )
 def test_bad_input_is_a_4xx_naming_the_problem(
@@ -186,7 +203,14 @@ def test_bearer_mode_uses_the_token_and_refuses_forged_headers(issuer: Issuer) -
 
 class DownTokens:
     def client_access(
-        self, *, hub: str, user_id: str, roles: Sequence[str], groups: Sequence[str], minutes: int
+        self,
+        *,
+        hub: str,
+        user_id: str,
+        roles: Sequence[str],
+        groups: Sequence[str],
+        minutes: int,
+        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
     ) -> ClientAccess:
         raise DependencyUnavailable("Key Vault", "connection refused")
 
@@ -250,3 +274,99 @@ def test_secrets_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
     for token in tokens:
         assert token not in caplog.text
         assert token.split(".")[2] not in caplog.text
+
+
+def audience_of(response: func.HttpResponse, path: str) -> dict[str, object]:
+    """The token's claims, checked as the endpoint at `path` checks them (its URL is the audience)."""
+    token = str(payload(response)["token"])
+    claims: dict[str, object] = jwt.decode(
+        token, EMULATOR_KEY, algorithms=["HS256"], audience=f"http://localhost:8080{path}"
+    )
+    return claims
+
+
+@pytest.mark.parametrize(
+    ("protocol", "path"),
+    [
+        ("mqtt", "/clients/mqtt/hubs/chat"),
+        ("MQTT", "/clients/mqtt/hubs/chat"),
+        ("socketio", "/clients/socketio/hubs/chat"),
+        ("default", "/client/hubs/chat"),
+    ],
+)
+def test_each_client_protocol_gets_its_url_with_the_same_identity_and_roles(protocol: str, path: str) -> None:
+    install(NEGOTIATE_GROUPS="chat,news")
+    default = claims_of(negotiate([("userId", "alice"), ("group", "news")]))
+    response = negotiate([("userId", "alice"), ("group", "news"), ("protocol", protocol)])
+    assert response.status_code == 200
+    body = payload(response)
+    assert body["baseUrl"] == f"ws://localhost:8080{path}"
+    assert body["url"] == f"{body['baseUrl']}?access_token={body['token']}"
+    claims = audience_of(response, path)
+    for claim in ("sub", "role", "webpubsub.group"):
+        assert claims[claim] == default[claim]
+
+
+def test_the_protocol_may_come_in_the_body() -> None:
+    install()
+    response = negotiate(
+        [("userId", "alice")],
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=b'{"protocol": "mqtt", "groups": ["chat"]}',
+    )
+    assert audience_of(response, "/clients/mqtt/hubs/chat")["webpubsub.group"] == ["chat"]
+
+
+def test_an_unknown_protocol_names_the_known_ones() -> None:
+    install()
+    error = payload(negotiate([("userId", "a"), ("protocol", "amqp")]))["error"]
+    assert isinstance(error, dict)
+    assert "default, mqtt, socketio" in str(error["message"])
+
+
+class TestSeveralHubs:
+    @pytest.fixture(autouse=True)
+    def hubs(self) -> None:
+        install(
+            WEBPUBSUB_HUBS="chat notifications",
+            NEGOTIATE_GROUPS="chat,news",
+            NEGOTIATE_GROUPS_NOTIFICATIONS="alerts",
+        )
+
+    def test_without_a_hub_the_default_hub_is_used(self) -> None:
+        response = negotiate([("userId", "alice")])
+        assert payload(response)["baseUrl"] == "ws://localhost:8080/client/hubs/chat"
+        assert claims_of(response)["role"] == [
+            "webpubsub.joinLeaveGroup.chat",
+            "webpubsub.sendToGroup.chat",
+            "webpubsub.joinLeaveGroup.news",
+            "webpubsub.sendToGroup.news",
+        ]
+
+    def test_a_named_hub_gets_its_own_groups(self) -> None:
+        response = negotiate([("userId", "alice"), ("hub", "Notifications")])
+        assert payload(response)["baseUrl"] == "ws://localhost:8080/client/hubs/notifications"  # configured spelling
+        claims = audience_of(response, "/client/hubs/notifications")
+        assert claims["role"] == ["webpubsub.joinLeaveGroup.alerts", "webpubsub.sendToGroup.alerts"]
+
+    def test_groups_of_another_hub_are_not_permitted(self) -> None:
+        response = negotiate([("userId", "alice"), ("hub", "notifications"), ("group", "chat")])
+        assert response.status_code == 403
+        assert negotiate([("userId", "alice"), ("hub", "notifications"), ("group", "alerts")]).status_code == 200
+
+    def test_hub_and_protocol_combine(self) -> None:
+        response = negotiate([("userId", "alice"), ("hub", "notifications"), ("protocol", "mqtt")])
+        audience_of(response, "/clients/mqtt/hubs/notifications")
+
+    def test_an_unserved_hub_names_the_served_ones(self) -> None:
+        response = negotiate([("userId", "alice"), ("hub", "lobby")])
+        assert response.status_code == 404
+        error = payload(response)["error"]
+        assert isinstance(error, dict)
+        assert "'chat', 'notifications'" in str(error["message"])
+        assert "token" not in payload(response)
+
+    def test_the_default_hub_can_be_any_of_them(self) -> None:
+        install(WEBPUBSUB_HUBS="chat notifications", WEBPUBSUB_HUB="notifications")
+        assert payload(negotiate([("userId", "a")]))["baseUrl"] == "ws://localhost:8080/client/hubs/notifications"

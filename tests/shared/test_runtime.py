@@ -12,6 +12,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from shared import runtime as runtime_module
 from shared.config import load_settings
 from shared.errors import ConfigError
+from shared.policy import GroupPolicy
 from shared.runtime import IDENTITY_OPTIONS, AsyncRunner, Runtime, get_runtime, reset_runtime
 from shared.tokens import EntraTokenSource, KeyTokenSource
 from tests.support.settings import LOCAL_ENVIRON, entra_settings, local_settings
@@ -30,6 +31,24 @@ def test_collaborators_are_built_once_and_shared() -> None:
     assert runtime.negotiator is runtime.negotiator
     assert runtime.events is runtime.events
     assert isinstance(runtime.token_source, KeyTokenSource)
+
+
+def test_each_hub_gets_one_policy_from_its_own_groups() -> None:
+    runtime = Runtime(local_settings(WEBPUBSUB_HUBS="chat notifications", NEGOTIATE_GROUPS_notifications="alerts"))
+    assert runtime.policy_for("notifications") is runtime.policy_for("NOTIFICATIONS")
+    assert runtime.policy_for("notifications").permitted_groups("u") == ("alerts",)
+    assert runtime.policy is runtime.policy_for("chat")
+    assert runtime.policy.permitted_groups("u") == ("chat",)
+
+
+def test_policies_passed_in_replace_those_of_the_settings() -> None:
+    every_hub, notifications = GroupPolicy(["x"]), GroupPolicy(["y"])
+    settings = local_settings(WEBPUBSUB_HUBS="chat notifications")
+    runtime = Runtime(settings, policy=every_hub, policies={"Notifications": notifications})
+    assert (runtime.policy_for("chat"), runtime.policy_for("notifications")) == (every_hub, notifications)
+    assert Runtime(settings, policies={"chat": every_hub}).policy_for("notifications").permitted_groups("u") == (
+        "chat",
+    )
 
 
 def test_entra_mode_asks_the_credential_only_when_a_token_is_needed() -> None:

@@ -12,6 +12,7 @@ import pytest
 from azure.keyvault.secrets import SecretClient
 
 from shared.errors import ConfigError, DependencyUnavailable
+from shared.protocol import ClientProtocol
 from shared.tokens import EntraTokenSource, KeyTokenSource, KeyVaultTokenSource, key_from_secret
 from tests.support.clock import Clock
 from tests.support.fakes import (
@@ -61,6 +62,36 @@ def test_key_source_uses_ws_for_a_local_http_service() -> None:
     claims = verify(access.token, EMULATOR_KEY, endpoint="http://localhost:8080")
     assert "role" not in claims
     assert "webpubsub.group" not in claims
+
+
+@pytest.mark.parametrize(
+    ("protocol", "path"),
+    [
+        (ClientProtocol.DEFAULT, "/client/hubs/chat"),
+        (ClientProtocol.MQTT, "/clients/mqtt/hubs/chat"),
+        (ClientProtocol.SOCKETIO, "/clients/socketio/hubs/chat"),
+    ],
+)
+def test_key_source_issues_for_each_client_endpoint(protocol: ClientProtocol, path: str) -> None:
+    """Each endpoint checks that the token's audience is its own URL (the documented client URLs)."""
+    access = KeyTokenSource(ENDPOINT, EMULATOR_KEY).client_access(
+        hub="chat",
+        user_id="alice",
+        roles=["webpubsub.sendToGroup.chat"],
+        groups=[],
+        minutes=5,
+        client_protocol=protocol,
+    )
+    assert access.base_url == f"wss://contoso.webpubsub.azure.com{path}"
+    assert access.url == f"{access.base_url}?access_token={access.token}"
+    claims = jwt.decode(access.token, EMULATOR_KEY, algorithms=["HS256"], audience=f"{ENDPOINT}{path}")
+    assert (claims["sub"], claims["role"]) == ("alice", ["webpubsub.sendToGroup.chat"])
+    for other in ClientProtocol:
+        if other is not protocol:
+            with pytest.raises(jwt.InvalidAudienceError):
+                jwt.decode(
+                    access.token, EMULATOR_KEY, algorithms=["HS256"], audience=f"{ENDPOINT}{other.path_prefix}chat"
+                )
 
 
 def test_key_source_creates_one_sdk_client() -> None:
@@ -267,6 +298,37 @@ def test_entra_source_calls_generate_token_with_the_identity() -> None:
     assert query["group"] == ["chat"]
     assert query["minutesToExpire"] == ["30"]
     assert call.headers["Authorization"] == "Bearer fake-entra-token"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "client_type", "path"),
+    [
+        (ClientProtocol.DEFAULT, "Default", "/client/hubs/chat"),
+        (ClientProtocol.MQTT, "MQTT", "/clients/mqtt/hubs/chat"),
+        (ClientProtocol.SOCKETIO, "SocketIO", "/clients/socketio/hubs/chat"),
+    ],
+)
+def test_entra_source_asks_generate_token_for_the_client_type(
+    protocol: ClientProtocol, client_type: str, path: str
+) -> None:
+    issued = service_token()
+    adapter = FakeAdapter(lambda seen: json_reply(200, {"token": issued}))
+    access = entra(adapter).client_access(
+        hub="chat", user_id="alice", roles=[], groups=[], minutes=60, client_protocol=protocol
+    )
+    (call,) = adapter.seen
+    assert call.query["clientType"] == [client_type]  # the generateToken REST API's parameter
+    assert access.base_url == f"wss://contoso.webpubsub.azure.com{path}"
+    assert access.url == f"{access.base_url}?access_token={issued}"
+
+
+def test_keyvault_source_passes_the_client_protocol_on() -> None:
+    vault = FakeKeyVault({"wps-key": EMULATOR_KEY})
+    access = keyvault(vault, Clock()).client_access(
+        hub="chat", user_id="u", roles=[], groups=[], minutes=5, client_protocol=ClientProtocol.MQTT
+    )
+    assert access.base_url.endswith("/clients/mqtt/hubs/chat")
+    jwt.decode(access.token, EMULATOR_KEY, algorithms=["HS256"], audience=f"{ENDPOINT}/clients/mqtt/hubs/chat")
 
 
 def test_entra_source_reuses_client_and_credential() -> None:

@@ -65,3 +65,20 @@ def event_headers(
 def connect_body(**fields: Any) -> bytes:
     """A connect event's JSON body; `fields` add or replace its members (claims, query, subprotocols...)."""
     return json.dumps({"claims": {}, "query": {}, "headers": {}, "subprotocols": [], **fields}).encode()
+
+
+def mqtt_event_headers(event_type: str = CONNECT, *, connection_id: str = "client1", **options: Any) -> dict[str, str]:
+    """`event_headers` as the service sends them for an MQTT client (reference-mqtt-cloud-events).
+
+    The connection id is the MQTT client id; `ce-physicalConnectionId` marks the event as MQTT, and
+    every event but connect names the session.
+    """
+    extra = {"ce-physicalConnectionId": f"{connection_id}-physical"}
+    if event_type != CONNECT:
+        extra["ce-sessionId"] = f"{connection_id}-session"
+    return event_headers(event_type, connection_id=connection_id, **{**extra, **options})
+
+
+def mqtt_connect_body(protocol_version: int = 5, **mqtt: Any) -> bytes:
+    """An MQTT client's connect body: the `mqtt` object (`mqtt` adds or replaces its members) and `subprotocols`."""
+    return connect_body(subprotocols=["mqtt"], mqtt={"protocolVersion": protocol_version, **mqtt})
