@@ -9,13 +9,11 @@ validation before it is answered.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import queue
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,8 +32,9 @@ from azure.messaging.webpubsubclient.models import (
     WebPubSubDataType,
 )
 
-from devstack.__main__ import RunningStack, parse_arguments, start_stack
+from devstack.__main__ import RunningStack
 from devstack.webpubsub import RunningWebPubSub, UpstreamRecord
+from tests.support.stack import running_stack
 
 HUB = "chat"
 GROUP = "chat"
@@ -43,18 +42,8 @@ GROUP = "chat"
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[RunningStack]:
-    settings = tmp_path / "local.settings.json"
-    settings.write_text(Path("local.settings.json.example").read_text())
-    running = start_stack(
-        parse_arguments(["--settings", str(settings), "--port", "0", "--webpubsub-port", "0"]), out=lambda _: None
-    )
-    try:
+    with running_stack(tmp_path) as running:
         yield running
-    finally:
-        running.stop()
-        with warnings.catch_warnings():  # websocket-client leaves server-closed sockets to the collector
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
 
 
 def service_of(stack: RunningStack) -> RunningWebPubSub:

@@ -5,10 +5,7 @@ and `NEGOTIATE_GROUPS_notifications=alerts`, and the official Python client on e
 
 from __future__ import annotations
 
-import gc
-import json
 import queue
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,27 +21,18 @@ from azure.messaging.webpubsubclient.models import (
     WebPubSubDataType,
 )
 
-from devstack.__main__ import RunningStack, parse_arguments, start_stack
+from devstack.__main__ import RunningStack
 from devstack.webpubsub import RunningWebPubSub
 from tests.support.fakes import EMULATOR_KEY
+from tests.support.stack import running_stack
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[RunningStack]:
-    document = json.loads(Path("local.settings.json.example").read_text())
-    document["Values"].update({"WEBPUBSUB_HUBS": "chat notifications", "NEGOTIATE_GROUPS_notifications": "alerts"})
-    settings = tmp_path / "local.settings.json"
-    settings.write_text(json.dumps(document))
-    running = start_stack(
-        parse_arguments(["--settings", str(settings), "--port", "0", "--webpubsub-port", "0"]), out=lambda _: None
-    )
-    try:
+    with running_stack(
+        tmp_path, WEBPUBSUB_HUBS="chat notifications", NEGOTIATE_GROUPS_notifications="alerts"
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        with warnings.catch_warnings():  # websocket-client leaves server-closed sockets to the collector
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
 
 
 def service_of(stack: RunningStack) -> RunningWebPubSub:
