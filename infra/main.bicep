@@ -56,6 +56,9 @@ param negotiateBearerAudience string = ''
 @description('JWKS URI for negotiate bearer tokens; empty means the Entra signing keys for the default issuer, or discovery from a custom issuer.')
 param negotiateBearerJwksUri string = ''
 
+@description('Bearer mode: also accept app-only tokens (service principals, managed identities) as negotiate callers; by default only tokens of signed-in users pass.')
+param negotiateBearerAllowAppTokens bool = false
+
 @description('Comma-separated groups negotiate lets clients join and send to.')
 param negotiateGroups string = 'chat'
 
@@ -285,6 +288,10 @@ var negotiateBearerSettings = [
   {
     name: 'NEGOTIATE_BEARER_AUDIENCE'
     value: empty(negotiateBearerAudience) ? 'api://${authClientId}' : negotiateBearerAudience
+  }
+  {
+    name: 'NEGOTIATE_BEARER_ALLOW_APP_TOKENS'
+    value: negotiateBearerAllowAppTokens ? 'true' : 'false'
   }
 ]
 var defaultNegotiateJwksUri = empty(negotiateBearerIssuer) ? entraSigningKeysUri : ''

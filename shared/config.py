@@ -15,7 +15,7 @@ import enum
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -32,6 +32,8 @@ PER_HUB_GROUPS_PREFIX = "NEGOTIATE_GROUPS_"
 # Key Vault secret names: 1-127 letters, digits and dashes.
 SECRET_NAME_PATTERN = re.compile(r"[0-9A-Za-z-]{1,127}")
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.-]{1,253}")
+# A Microsoft Entra object id (of a managed identity, service principal or user).
+OBJECT_ID_PATTERN = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 MAX_GROUP_NAME_LENGTH = 1024
 
 _Choice = TypeVar("_Choice", bound=enum.StrEnum)
@@ -81,8 +83,9 @@ class BearerSettings:
     issuer: str
     audience: str
     jwks_uri: str | None = None
-    # Only this principal's tokens count (the Web PubSub resource's managed identity object id);
-    # without it, any identity in the tenant that can get a token for the audience would pass.
+    # Event handler only (required there): only this principal's tokens count, the Web PubSub
+    # resource's managed identity object id (lower case); otherwise any identity of the tenant that
+    # can get a token for the audience would pass.
     principal_id: str | None = None
 
 
@@ -132,6 +135,8 @@ class NegotiateSettings:
     auth: NegotiateAuth
     bearer: BearerSettings | None = None
     token_lifetime_minutes: int = 60
+    # Bearer mode: accept app-only tokens (service principals, managed identities) as callers.
+    accept_app_tokens: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,9 @@ class EventHandlerSettings:
     bearer: BearerSettings | None
     extra_origins: tuple[str, ...] = ()  # WEBPUBSUB_ALLOWED_ORIGINS; the service host is always allowed
     max_body_bytes: int = 1024 * 1024
+    # EVENTHANDLER_AUTH=appservice: the object id (lower case) App Service Authentication must report
+    # for the caller, the Web PubSub resource's managed identity; every other signed-in principal is refused.
+    app_service_principal_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +282,7 @@ SETTINGS_BY_CONCERN: Mapping[Concern, frozenset[str]] = {
             "NEGOTIATE_BEARER_ISSUER",
             "NEGOTIATE_BEARER_AUDIENCE",
             "NEGOTIATE_BEARER_JWKS_URI",
+            "NEGOTIATE_BEARER_ALLOW_APP_TOKENS",
             "TOKEN_LIFETIME_MINUTES",
         }
     ),
@@ -284,6 +293,7 @@ SETTINGS_BY_CONCERN: Mapping[Concern, frozenset[str]] = {
             "EVENTHANDLER_BEARER_AUDIENCE",
             "EVENTHANDLER_BEARER_JWKS_URI",
             "EVENTHANDLER_BEARER_PRINCIPAL_ID",
+            "EVENTHANDLER_APPSERVICE_PRINCIPAL_ID",
             "WEBPUBSUB_ALLOWED_ORIGINS",
             "EVENTHANDLER_MAX_BODY_BYTES",
         }
@@ -489,8 +499,19 @@ def _bearer(reader: _Reader, prefix: str, mode_setting: str) -> BearerSettings:
     audience = reader.require(f"{prefix}_AUDIENCE", why)
     jwks_uri = _https_url(reader, f"{prefix}_JWKS_URI", required=False)
     assert issuer is not None  # required=True guarantees it
-    principal_id = reader.get(f"{prefix}_PRINCIPAL_ID") if prefix == "EVENTHANDLER_BEARER" else None
-    return BearerSettings(issuer=issuer, audience=audience, jwks_uri=jwks_uri, principal_id=principal_id)
+    return BearerSettings(issuer=issuer, audience=audience, jwks_uri=jwks_uri)
+
+
+def _service_principal(reader: _Reader, name: str, mode: str) -> str:
+    """The Web PubSub resource's managed identity object id, required by the event handler's `mode`."""
+    raw = reader.require(
+        name,
+        f"when EVENTHANDLER_AUTH={mode}: the object (principal) id of the Web PubSub resource's managed "
+        "identity, so that no other identity of the tenant passes",
+    )
+    if not OBJECT_ID_PATTERN.fullmatch(raw):
+        raise ConfigError(name, "must be an object id (a GUID such as 5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f)", value=raw)
+    return raw.lower()
 
 
 def _keyvault_uri(reader: _Reader) -> str:
@@ -611,12 +632,15 @@ def load_negotiate(reader: _Reader) -> NegotiateSettings:
             f"=appservice (the default) {NOT_BEHIND_APP_SERVICE_AUTH}. Enable it, or choose bearer "
             "(or anonymous for local development)",
         )
+    accept_app_tokens = False
     if auth is NegotiateAuth.BEARER:
         bearer = _bearer(reader, "NEGOTIATE_BEARER", "NEGOTIATE_AUTH")
+        accept_app_tokens = reader.flag("NEGOTIATE_BEARER_ALLOW_APP_TOKENS", False)
     return NegotiateSettings(
         auth=auth,
         bearer=bearer,
         token_lifetime_minutes=reader.integer("TOKEN_LIFETIME_MINUTES", 60, 1, 1440),
+        accept_app_tokens=accept_app_tokens,
     )
 
 
@@ -659,15 +683,22 @@ def load_event_handler(reader: _Reader) -> EventHandlerSettings:
         raise ConfigError(
             "EVENTHANDLER_AUTH", "=signature needs an access key, which entra mode does not have; use bearer"
         )
+    app_service_principal_id = None
     if auth is EventAuth.BEARER:
-        bearer = _bearer(reader, "EVENTHANDLER_BEARER", "EVENTHANDLER_AUTH")
-    if auth is EventAuth.APP_SERVICE and not _app_service_auth_enabled(reader):
-        raise ConfigError("EVENTHANDLER_AUTH", f"=appservice {NOT_BEHIND_APP_SERVICE_AUTH}")
+        bearer = replace(
+            _bearer(reader, "EVENTHANDLER_BEARER", "EVENTHANDLER_AUTH"),
+            principal_id=_service_principal(reader, "EVENTHANDLER_BEARER_PRINCIPAL_ID", "bearer"),
+        )
+    if auth is EventAuth.APP_SERVICE:
+        if not _app_service_auth_enabled(reader):
+            raise ConfigError("EVENTHANDLER_AUTH", f"=appservice {NOT_BEHIND_APP_SERVICE_AUTH}")
+        app_service_principal_id = _service_principal(reader, "EVENTHANDLER_APPSERVICE_PRINCIPAL_ID", "appservice")
     return EventHandlerSettings(
         auth=auth,
         bearer=bearer,
         extra_origins=_extra_origins(reader),
         max_body_bytes=reader.integer("EVENTHANDLER_MAX_BODY_BYTES", 1024 * 1024, 1024, 16 * 1024 * 1024),
+        app_service_principal_id=app_service_principal_id,
     )
 
 

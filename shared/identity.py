@@ -7,12 +7,13 @@ App Service Authentication verified, or a validated Entra ID access token. Only 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.bearer import BearerValidator, bearer_token
 from shared.config import NegotiateAuth, NegotiateSettings
-from shared.errors import BadRequest, Unauthorized
+from shared.errors import BadRequest, Forbidden, Unauthorized
 from shared.web import Request
 
 PRINCIPAL_ID_HEADER = "x-ms-client-principal-id"
@@ -50,14 +51,39 @@ class AppServicePrincipal:
         return Caller(principal)
 
 
-class BearerCaller:
-    """A validated Entra ID access token; the user id is its `oid` (stable across apps), else `sub`."""
+def is_app_only(claims: Mapping[str, Any]) -> bool:
+    """Whether an Entra ID access token names an application rather than a signed-in user.
 
-    def __init__(self, validator: BearerValidator):
+    `idtyp: app` says so where the optional claim is configured ("the most accurate way for an API
+    to determine if a token is an app token", Entra's optional-claims reference); without it, a
+    delegated (user) token always carries the scopes the user consented to in `scp`, which
+    app-only tokens never have (they carry `roles`).
+    """
+    if claims.get("idtyp") == "app":
+        return True
+    scopes = claims.get("scp")
+    return not (isinstance(scopes, str) and scopes.strip())
+
+
+class BearerCaller:
+    """A validated Entra ID access token; the user id is its `oid` (stable across apps), else `sub`.
+
+    App-only tokens (service principals, managed identities) are refused with 403 unless
+    `accept_app_tokens` (NEGOTIATE_BEARER_ALLOW_APP_TOKENS): negotiate hands out connections to users.
+    """
+
+    def __init__(self, validator: BearerValidator, *, accept_app_tokens: bool = False):
         self._validator = validator
+        self._accept_app_tokens = accept_app_tokens
 
     def identify(self, request: Request) -> Caller:
         claims = self._validator.validate(bearer_token(request.header("authorization")))
+        if not self._accept_app_tokens and is_app_only(claims):
+            raise Forbidden(
+                "The bearer token was issued to an application, not a signed-in user (no delegated scp claim); "
+                "this app does not accept app-only tokens.",
+                code="app_token_not_accepted",
+            )
         for claim in ("oid", "sub"):
             value = claims.get(claim)
             if isinstance(value, str) and _is_valid_user_id(value):
@@ -87,5 +113,5 @@ def build_identifier(settings: NegotiateSettings) -> CallerIdentifier:
         return AnonymousCaller()
     if settings.auth is NegotiateAuth.BEARER:
         assert settings.bearer is not None  # guaranteed by load_settings
-        return BearerCaller(BearerValidator(settings.bearer))
+        return BearerCaller(BearerValidator(settings.bearer), accept_app_tokens=settings.accept_app_tokens)
     return AppServicePrincipal()

@@ -52,29 +52,45 @@ class SignatureCheck:
         raise _refused("ce-signature does not match the access key")
 
 
+def _same_object_id(claimed: object, expected: str) -> bool:
+    return isinstance(claimed, str) and claimed.strip().lower() == expected.lower()
+
+
 class ServiceTokenCheck:
     """The service's managed-identity bearer token (entra mode; hub event handler auth = ManagedIdentity).
 
-    With `principal_id` (EVENTHANDLER_BEARER_PRINCIPAL_ID) only the Web PubSub resource's own
-    identity passes, not every identity of the tenant that can get a token for the audience.
+    Only the Web PubSub resource's own identity passes (`principal_id`, EVENTHANDLER_BEARER_PRINCIPAL_ID,
+    compared with the token's `oid`), not every identity of the tenant that can get a token for the audience.
     """
 
-    def __init__(self, validator: BearerValidator, principal_id: str | None = None):
+    def __init__(self, validator: BearerValidator, principal_id: str):
         self._validator = validator
         self._principal_id = principal_id
 
     def authenticate(self, request: Request, context: ConnectionContext) -> None:
         claims = self._validator.validate(bearer_token(request.header("authorization")))
-        if self._principal_id and claims.get("oid") != self._principal_id:
+        if not _same_object_id(claims.get("oid"), self._principal_id):
             raise _refused("the bearer token belongs to another identity than the Web PubSub service's")
 
 
 class AppServiceCheck:
-    """App Service Authentication validated the caller's token before the request reached the app."""
+    """App Service Authentication validated the caller's token, and the caller is the Web PubSub identity.
+
+    With Microsoft Entra ID, the platform sets X-MS-CLIENT-PRINCIPAL-ID to the object id (`oid`) of the
+    token's subject, and for a managed identity that is its principal id. Every user of the app signs in
+    through the same App Service Authentication, so a principal being present proves nothing: only the
+    one configured in EVENTHANDLER_APPSERVICE_PRINCIPAL_ID passes.
+    """
+
+    def __init__(self, principal_id: str):
+        self._principal_id = principal_id
 
     def authenticate(self, request: Request, context: ConnectionContext) -> None:
-        if not request.header(PRINCIPAL_ID_HEADER):
+        principal = request.header(PRINCIPAL_ID_HEADER)
+        if not principal:
             raise _refused("App Service Authentication supplied no principal")
+        if not _same_object_id(principal, self._principal_id):
+            raise _refused("the caller is another principal than the Web PubSub service's identity")
 
 
 class NoCheck:
@@ -90,7 +106,9 @@ def build_authenticator(settings: EventHandlerSettings, tokens: Callable[[], Tok
         return SignatureCheck(tokens)
     if settings.auth is EventAuth.BEARER:
         assert settings.bearer is not None  # guaranteed by load_settings
+        assert settings.bearer.principal_id is not None
         return ServiceTokenCheck(BearerValidator(settings.bearer), settings.bearer.principal_id)
     if settings.auth is EventAuth.APP_SERVICE:
-        return AppServiceCheck()
+        assert settings.app_service_principal_id is not None  # guaranteed by load_settings
+        return AppServiceCheck(settings.app_service_principal_id)
     return NoCheck()

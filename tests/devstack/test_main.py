@@ -292,6 +292,7 @@ BEARER = {
     "EVENTHANDLER_AUTH": "bearer",
     "EVENTHANDLER_BEARER_ISSUER": "https://login.microsoftonline.com/tenant/v2.0",
     "EVENTHANDLER_BEARER_AUDIENCE": "api://x",
+    "EVENTHANDLER_BEARER_PRINCIPAL_ID": "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f",
 }
 
 

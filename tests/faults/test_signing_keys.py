@@ -39,7 +39,7 @@ def use_bearer_negotiate(issuer: Issuer, jwks_url: str) -> None:
 
 
 def negotiate(app: ServedApp, issuer: Issuer) -> httpx.Response:
-    token = issuer.token(audience=AUDIENCE, oid="alice-oid", scp="user_impersonation")
+    token = issuer.user_token(audience=AUDIENCE, oid="alice-oid")
     return app.client.get("negotiate", headers={"Authorization": f"Bearer {token}"})
 
 
@@ -48,7 +48,7 @@ def concurrent_statuses(app: ServedApp, issuer: Issuer, callers: int) -> list[in
 
     def call() -> None:
         with httpx.Client(base_url=app.url(""), timeout=30) as client:
-            token = issuer.token(audience=AUDIENCE, oid="alice-oid", scp="user_impersonation")
+            token = issuer.user_token(audience=AUDIENCE, oid="alice-oid")
             statuses.append(client.get("negotiate", headers={"Authorization": f"Bearer {token}"}).status_code)
 
     threads = [threading.Thread(target=call) for _ in range(callers)]

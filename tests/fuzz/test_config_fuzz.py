@@ -111,6 +111,7 @@ BASES: list[dict[str, str]] = [
         "EVENTHANDLER_AUTH": "bearer",
         "EVENTHANDLER_BEARER_ISSUER": "https://sts.example/tenant/",
         "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
+        "EVENTHANDLER_BEARER_PRINCIPAL_ID": "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f",
     },
     {},
 ]

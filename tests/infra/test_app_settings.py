@@ -59,13 +59,16 @@ REQUIRED_BY_CREDENTIAL = {
 }
 REQUIRED_BY_NEGOTIATE = {
     "appservice": set[str](),
-    "bearer": {"NEGOTIATE_BEARER_ISSUER", "NEGOTIATE_BEARER_AUDIENCE"},
+    "bearer": {"NEGOTIATE_BEARER_ISSUER", "NEGOTIATE_BEARER_AUDIENCE", "NEGOTIATE_BEARER_ALLOW_APP_TOKENS"},
 }
 # Settings for local development only; infra must never set them.
 LOCAL_ONLY = {"WEBPUBSUB_CONNECTION_STRING"}
 # Infra deploys the one hub WEBPUBSUB_HUB names; serving several (WEBPUBSUB_HUBS, NEGOTIATE_GROUPS_<hub>)
 # needs a hub resource per configured hub, which infra does not create yet.
 SEVERAL_HUBS_ONLY = {"WEBPUBSUB_HUBS"}
+# Settings of modes the templates do not offer (EVENTHANDLER_AUTH=appservice: the hub's event handler
+# uses ManagedIdentity auth checked by the app itself, or signatures).
+NOT_OFFERED = {"EVENTHANDLER_APPSERVICE_PRINCIPAL_ID"}
 # Settings the code reads that mean nothing in a mode, so infra leaves them out there.
 UNUSED_BY_CREDENTIAL = {
     "entra": REQUIRED_BY_CREDENTIAL["keyvault"],
@@ -77,7 +80,12 @@ UNUSED_BY_CREDENTIAL = {
     },
 }
 UNUSED_BY_NEGOTIATE = {
-    "appservice": {"NEGOTIATE_BEARER_ISSUER", "NEGOTIATE_BEARER_AUDIENCE", "NEGOTIATE_BEARER_JWKS_URI"},
+    "appservice": {
+        "NEGOTIATE_BEARER_ISSUER",
+        "NEGOTIATE_BEARER_AUDIENCE",
+        "NEGOTIATE_BEARER_JWKS_URI",
+        "NEGOTIATE_BEARER_ALLOW_APP_TOKENS",
+    },
     "bearer": set[str](),
 }
 # Platform settings the Functions host reads (not the app's code).
@@ -176,6 +184,7 @@ def test_the_app_accepts_the_settings_infra_sets(credential: str, negotiate: str
         assert settings.negotiate.bearer.issuer == f"https://sts.windows.net/{TENANT_ID}/"
         assert settings.negotiate.bearer.audience == f"api://{AUTH_CLIENT_ID}"
         assert settings.negotiate.bearer.jwks_uri == ENTRA_KEYS
+        assert settings.negotiate.accept_app_tokens is False  # users only, unless the operator says otherwise
 
 
 @pytest.mark.parametrize(("credential", "negotiate"), MODES)
@@ -193,6 +202,7 @@ def test_infra_sets_exactly_the_settings_the_code_reads_in_the_mode(credential: 
         SETTING_NAMES
         - LOCAL_ONLY
         - SEVERAL_HUBS_ONLY
+        - NOT_OFFERED
         - UNUSED_BY_CREDENTIAL[credential]
         - UNUSED_BY_NEGOTIATE[negotiate]
     )
@@ -256,9 +266,9 @@ def test_the_app_accepts_the_token_the_hub_makes_the_service_send_in_entra_mode(
         assert url == settings.event_handler.bearer.jwks_uri, url
         return service.jwks
 
-    check = ServiceTokenCheck(
-        BearerValidator(settings.event_handler.bearer, fetch=fetch), settings.event_handler.bearer.principal_id
-    )
+    principal = settings.event_handler.bearer.principal_id
+    assert principal is not None
+    check = ServiceTokenCheck(BearerValidator(settings.event_handler.bearer, fetch=fetch), principal)
     context = ConnectionContext(
         event_type="azure.webpubsub.sys.connect", hub=settings.service.hub, connection_id="c1", event_name="connect"
     )

@@ -59,11 +59,30 @@ def test_bearer_mode_ignores_principal_headers(
     forged_only = app.client.get("negotiate", params={"userId": "admin"}, headers=FORGED_PRINCIPAL)
     assert forged_only.status_code == 401
     assert "token" not in forged_only.json()
-    token = issuer.token(audience=BEARER_AUDIENCE, oid="oid-42")
+    token = issuer.user_token(audience=BEARER_AUDIENCE, oid="oid-42")
     headers = {**FORGED_PRINCIPAL, "Authorization": f"Bearer {token}"}
     response = app.client.get("negotiate", params={"userId": "admin"}, headers=headers)
     assert response.status_code == 200
     assert subject(service, response.json()) == "oid-42"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"idtyp": "app", "roles": ["Chat.Send"]}, {"roles": ["Chat.Send"]}, {}],
+    ids=["idtyp-app", "client-credentials", "no-scope"],
+)
+def test_bearer_mode_refuses_app_only_tokens(
+    app: ServedApp, service: RunningWebPubSub, issuer: Issuer, jwks_url: str, claims: dict[str, Any]
+) -> None:
+    """A service principal or managed identity of the tenant is not a chat user: no connection for it."""
+    use_environment(**bearer_settings(issuer, jwks_url, service))
+    token = issuer.token(audience=BEARER_AUDIENCE, oid="9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", **claims)
+    response = app.client.get("negotiate", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403
+    assert error_code(response) == "app_token_not_accepted"
+    assert "token" not in response.json()
+    use_environment(**bearer_settings(issuer, jwks_url, service), NEGOTIATE_BEARER_ALLOW_APP_TOKENS="true")
+    assert app.client.get("negotiate", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def forged_tokens(issuer: Issuer) -> dict[str, str]:
@@ -85,8 +104,8 @@ def forged_tokens(issuer: Issuer) -> dict[str, str]:
         "own-key-same-kid": jwt.encode(claims, own_key, algorithm="RS256", headers={"kid": issuer.kid}),
         "hs256-with-public-key": (signing_input + b"." + base64.urlsafe_b64encode(confused).rstrip(b"=")).decode(),
         "alg-none": (unsigned_header + b"." + payload + b".").decode(),
-        "other-audience": issuer.token(audience="api://someone-else", oid="admin"),
-        "expired": issuer.token(audience=BEARER_AUDIENCE, oid="admin", lifetime=-3600),
+        "other-audience": issuer.user_token(audience="api://someone-else", oid="admin"),
+        "expired": issuer.user_token(audience=BEARER_AUDIENCE, oid="admin", lifetime=-3600),
     }
 
 

@@ -26,6 +26,7 @@ from shared.runtime import Runtime, use_runtime
 from tests.support.apphost import ServedApp
 from tests.support.events import sign
 from tests.support.functions import error_code
+from tests.support.issuer import Issuer
 from tests.support.security import (
     ATTACKER_KEY,
     SERVICE_KEY,
@@ -36,6 +37,7 @@ from tests.support.security import (
     refused_status,
     service_for,
 )
+from tests.support.settings import use_environment
 
 CONNECT = "azure.webpubsub.sys.connect"
 EVENT_TYPES = {
@@ -71,6 +73,12 @@ def cloud_event(event_type: str, connection_id: str = "conn-1", sig: str | None 
 def recorded(service: RunningWebPubSub) -> list[str]:
     """Every application handler call; a refused event must never add one."""
     calls: list[str] = []
+    record_handler_calls(calls)
+    return calls
+
+
+def record_handler_calls(calls: list[str]) -> None:
+    """Install a runtime from the current environment whose handlers append to `calls`."""
     registry = EventHandlers()
 
     def connect_handler(request: ConnectRequest) -> None:
@@ -84,7 +92,6 @@ def recorded(service: RunningWebPubSub) -> list[str]:
     registry.on_connected(lambda event: calls.append("connected"))
     registry.on_disconnected(lambda event: calls.append("disconnected"))
     use_runtime(Runtime(load_settings(os.environ), registry=registry))
-    return calls
 
 
 def test_events_from_our_service_are_accepted(app: ServedApp, service: RunningWebPubSub) -> None:
@@ -217,3 +224,99 @@ def test_our_service_origin_validates_with_our_host_never_an_echo(
     response = app.client.options("eventhandler", headers={"WebHook-Request-Origin": origin})
     assert response.status_code == 200
     assert response.headers["WebHook-Allowed-Origin"] == "127.0.0.1"
+
+
+# The Web PubSub resource's managed identity and a user of the same app (App Service Authentication
+# signs both in; the platform puts each one's object id in X-MS-CLIENT-PRINCIPAL-ID).
+SERVICE_IDENTITY = "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f"
+SIGNED_IN_USER = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_appservice_mode_lets_only_the_service_identity_through(
+    app: ServedApp, service: RunningWebPubSub, event_type: str
+) -> None:
+    """A signed-in chat user posting events as someone else (no signature) reaches no handler."""
+    use_environment(
+        WEBPUBSUB_CREDENTIAL="connectionstring",
+        WEBPUBSUB_CONNECTION_STRING=service.connection_string,
+        NEGOTIATE_AUTH="anonymous",
+        EVENTHANDLER_AUTH="appservice",
+        EVENTHANDLER_APPSERVICE_PRINCIPAL_ID=SERVICE_IDENTITY,
+        WEBSITE_AUTH_ENABLED="true",
+    )
+    calls: list[str] = []
+    record_handler_calls(calls)
+    body = EVENT_TYPES[event_type][1]
+    for principal in (SIGNED_IN_USER, SIGNED_IN_USER.upper(), "", None):
+        headers = cloud_event(event_type)
+        headers["ce-userId"] = "admin"  # the victim
+        if principal is not None:
+            headers["X-MS-CLIENT-PRINCIPAL-ID"] = principal
+        response = app.client.post("eventhandler", headers=headers, content=body)
+        assert response.status_code == 401, principal
+        assert error_code(response) == "unauthenticated_event"
+    assert calls == []
+    headers = {**cloud_event(event_type), "X-MS-CLIENT-PRINCIPAL-ID": SERVICE_IDENTITY}
+    assert app.client.post("eventhandler", headers=headers, content=body).status_code < 300
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "missing"),
+    [("appservice", "EVENTHANDLER_APPSERVICE_PRINCIPAL_ID"), ("bearer", "EVENTHANDLER_BEARER_PRINCIPAL_ID")],
+)
+def test_the_event_handler_refuses_to_run_without_the_service_identity(
+    app: ServedApp, service: RunningWebPubSub, issuer: Issuer, jwks_url: str, mode: str, missing: str
+) -> None:
+    """Without it, any signed-in user (appservice) or any identity of the tenant (bearer) would pass."""
+    use_environment(
+        WEBPUBSUB_CREDENTIAL="connectionstring",
+        WEBPUBSUB_CONNECTION_STRING=service.connection_string,
+        NEGOTIATE_AUTH="anonymous",
+        EVENTHANDLER_AUTH=mode,
+        EVENTHANDLER_BEARER_ISSUER=issuer.issuer,
+        EVENTHANDLER_BEARER_AUDIENCE="api://events",
+        EVENTHANDLER_BEARER_JWKS_URI=jwks_url,
+        WEBSITE_AUTH_ENABLED="true",
+    )
+    token = issuer.token(audience="api://events", oid=SIGNED_IN_USER)
+    headers = {
+        **cloud_event(CONNECT),
+        "X-MS-CLIENT-PRINCIPAL-ID": SIGNED_IN_USER,
+        "Authorization": f"Bearer {token}",
+    }
+    response = app.client.post("eventhandler", headers=headers, content=EVENT_TYPES[CONNECT][1])
+    assert response.status_code == 500
+    assert error_code(response) == "configuration_error"
+    health = app.client.get("health")
+    assert health.status_code == 503
+    assert missing in health.json()["checks"]["configuration"]["detail"]
+    assert app.client.get("negotiate", params={"userId": "alice"}).status_code == 200  # other routes keep working
+
+
+def test_entra_mode_events_pass_only_with_the_service_identitys_token(
+    app: ServedApp, service: RunningWebPubSub, issuer: Issuer, jwks_url: str
+) -> None:
+    use_environment(
+        WEBPUBSUB_CREDENTIAL="connectionstring",
+        WEBPUBSUB_CONNECTION_STRING=service.connection_string,
+        NEGOTIATE_AUTH="anonymous",
+        EVENTHANDLER_AUTH="bearer",
+        EVENTHANDLER_BEARER_ISSUER=issuer.issuer,
+        EVENTHANDLER_BEARER_AUDIENCE="api://events",
+        EVENTHANDLER_BEARER_JWKS_URI=jwks_url,
+        EVENTHANDLER_BEARER_PRINCIPAL_ID=SERVICE_IDENTITY,
+    )
+    calls: list[str] = []
+    record_handler_calls(calls)
+    body = EVENT_TYPES[CONNECT][1]
+    for token in (issuer.token(audience="api://events", oid=SIGNED_IN_USER), issuer.token(audience="api://events")):
+        headers = {**cloud_event(CONNECT), "Authorization": f"Bearer {token}"}
+        response = app.client.post("eventhandler", headers=headers, content=body)
+        assert response.status_code == 401
+    assert calls == []
+    token = issuer.token(audience="api://events", oid=SERVICE_IDENTITY)
+    headers = {**cloud_event(CONNECT), "Authorization": f"Bearer {token}"}
+    assert app.client.post("eventhandler", headers=headers, content=body).status_code < 300
+    assert calls == ["connect"]

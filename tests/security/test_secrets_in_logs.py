@@ -156,9 +156,9 @@ def test_bearer_mode_with_valid_and_forged_tokens(
 ) -> None:
     use_environment(**bearer_settings(issuer, jwks_url, service))
     presented = {
-        "valid": issuer.token(audience=BEARER_AUDIENCE, oid="oid-7"),
-        "other-audience": issuer.token(audience="api://elsewhere", oid="oid-7"),
-        "expired": issuer.token(audience=BEARER_AUDIENCE, oid="oid-7", lifetime=-3600),
+        "valid": issuer.user_token(audience=BEARER_AUDIENCE, oid="oid-7"),
+        "other-audience": issuer.user_token(audience="api://elsewhere", oid="oid-7"),
+        "expired": issuer.user_token(audience=BEARER_AUDIENCE, oid="oid-7", lifetime=-3600),
         "garbage": "not.a.jwt",
     }
     for token in presented.values():

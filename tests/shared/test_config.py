@@ -28,6 +28,7 @@ KEYVAULT_ENVIRON = {
     "NEGOTIATE_AUTH": "appservice",
     "WEBSITE_AUTH_ENABLED": "True",
 }
+ENTRA_OID = "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f"
 ENTRA_ENVIRON = {
     "WEBPUBSUB_CREDENTIAL": "entra",
     "WEBPUBSUB_ENDPOINT": "https://contoso.webpubsub.azure.com/",
@@ -196,7 +197,11 @@ def test_a_long_rejected_value_is_never_quoted() -> None:
         ({**LOCAL_ENVIRON, "EVENTHANDLER_AUTH": "token"}, "EVENTHANDLER_AUTH", "signature, bearer"),
         ({**ENTRA_ENVIRON, "EVENTHANDLER_AUTH": ""}, "EVENTHANDLER_AUTH", "no key"),
         ({**ENTRA_ENVIRON, "EVENTHANDLER_AUTH": "signature"}, "EVENTHANDLER_AUTH", "access key"),
-        ({**LOCAL_ENVIRON, "EVENTHANDLER_AUTH": "appservice"}, "EVENTHANDLER_AUTH", "WEBSITE_AUTH_ENABLED"),
+        (
+            {**LOCAL_ENVIRON, "EVENTHANDLER_AUTH": "appservice", "EVENTHANDLER_APPSERVICE_PRINCIPAL_ID": ENTRA_OID},
+            "EVENTHANDLER_AUTH",
+            "WEBSITE_AUTH_ENABLED",
+        ),
         ({**LOCAL_ENVIRON, "WEBPUBSUB_ALLOWED_ORIGINS": "https://x.com"}, "WEBPUBSUB_ALLOWED_ORIGINS", "host names"),
         ({**LOCAL_ENVIRON, "EVENTHANDLER_MAX_BODY_BYTES": "10"}, "EVENTHANDLER_MAX_BODY_BYTES", "from 1024"),
         ({**LOCAL_ENVIRON, "HEALTH_DEADLINE_SECONDS": "nan"}, "HEALTH_DEADLINE_SECONDS", "from 0.1 to 30"),
@@ -211,6 +216,53 @@ def test_invalid_setting_is_named(environ: dict[str, str], setting: str, words: 
     assert error.setting == setting
     assert str(error).startswith(setting)
     assert words in error.reason
+
+
+APP_SERVICE_EVENTS = {**LOCAL_ENVIRON, "EVENTHANDLER_AUTH": "appservice", "WEBSITE_AUTH_ENABLED": "true"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "setting"),
+    [
+        # Every user of the app has a principal: without the service's object id, any of them would pass.
+        (APP_SERVICE_EVENTS, "EVENTHANDLER_APPSERVICE_PRINCIPAL_ID"),
+        (
+            {**APP_SERVICE_EVENTS, "EVENTHANDLER_APPSERVICE_PRINCIPAL_ID": "wps-identity"},
+            "EVENTHANDLER_APPSERVICE_PRINCIPAL_ID",
+        ),
+        # Without it, any identity of the tenant that can get a token for the audience would pass.
+        (
+            {name: value for name, value in ENTRA_ENVIRON.items() if name != "EVENTHANDLER_BEARER_PRINCIPAL_ID"},
+            "EVENTHANDLER_BEARER_PRINCIPAL_ID",
+        ),
+        ({**ENTRA_ENVIRON, "EVENTHANDLER_BEARER_PRINCIPAL_ID": "my-app"}, "EVENTHANDLER_BEARER_PRINCIPAL_ID"),
+    ],
+)
+def test_the_event_handler_needs_the_service_identity_to_compare_callers_with(
+    environ: dict[str, str], setting: str
+) -> None:
+    settings = load_settings(environ)
+    assert list(settings.problems) == [Concern.EVENT_HANDLER]  # negotiate and health keep working
+    error = settings.problems[Concern.EVENT_HANDLER]
+    assert error.setting == setting
+    assert "object" in error.reason
+
+
+def test_the_service_identity_is_kept_in_lower_case() -> None:
+    padded = " 5C4D3E2F-1A0B-4C9D-8E7F-6A5B4C3D2E1F "
+    settings = load_settings({**APP_SERVICE_EVENTS, "EVENTHANDLER_APPSERVICE_PRINCIPAL_ID": padded})
+    assert settings.event_handler.app_service_principal_id == "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f"
+    upper = load_settings({**ENTRA_ENVIRON, "EVENTHANDLER_BEARER_PRINCIPAL_ID": "ABCDEF00-0000-0000-0000-000000000000"})
+    assert upper.event_handler.bearer is not None
+    assert upper.event_handler.bearer.principal_id == "abcdef00-0000-0000-0000-000000000000"
+
+
+def test_bearer_negotiate_refuses_app_tokens_unless_allowed() -> None:
+    assert load_settings(ENTRA_ENVIRON).negotiate.accept_app_tokens is False
+    allowed = load_settings({**ENTRA_ENVIRON, "NEGOTIATE_BEARER_ALLOW_APP_TOKENS": "true"})
+    assert allowed.negotiate.accept_app_tokens is True
+    error = refused({**ENTRA_ENVIRON, "NEGOTIATE_BEARER_ALLOW_APP_TOKENS": "sometimes"})
+    assert error.setting == "NEGOTIATE_BEARER_ALLOW_APP_TOKENS"
 
 
 def test_appservice_negotiate_requires_platform_authentication() -> None:

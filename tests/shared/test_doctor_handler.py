@@ -401,6 +401,7 @@ def test_without_a_key_the_signed_events_are_skipped_and_the_forged_ones_still_s
         "EVENTHANDLER_AUTH": "bearer",
         "EVENTHANDLER_BEARER_ISSUER": "https://login.microsoftonline.com/tenant/v2.0",
         "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
+        "EVENTHANDLER_BEARER_PRINCIPAL_ID": "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f",
     }.items():
         monkeypatch.setenv(name, value)
     code, report, _ = doctor("handler", url)

@@ -50,6 +50,8 @@ from tests.support.issuer import Issuer
 from tests.support.settings import local_settings
 
 SECONDARY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
+# The Web PubSub resource's managed identity (object id), the only caller the entra and appservice checks let through.
+WPS_PRINCIPAL = "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f"
 
 
 def post(headers: dict[str, str], body: bytes = b"") -> func.HttpResponse:
@@ -167,34 +169,48 @@ class TestAuthenticity:
 
     def test_entra_mode_checks_the_service_bearer_token(self, issuer: Issuer) -> None:
         audience = "api://events"
-        check = ServiceTokenCheck(BearerValidator(BearerSettings(issuer.issuer, audience), fetch=issuer.fetch))
-        use_runtime(Runtime(local_settings(), authenticator=check))
-        good = event_headers(signature=None, Authorization=f"Bearer {issuer.token(audience=audience)}")
+        validator = BearerValidator(BearerSettings(issuer.issuer, audience), fetch=issuer.fetch)
+        use_runtime(Runtime(local_settings(), authenticator=ServiceTokenCheck(validator, WPS_PRINCIPAL)))
+        token = issuer.token(audience=audience, oid=WPS_PRINCIPAL)
+        good = event_headers(signature=None, Authorization=f"Bearer {token}")
         assert post(good, connect_body()).status_code == 200
-        wrong_audience = event_headers(signature=None, Authorization=f"Bearer {issuer.token(audience='api://x')}")
+        wrong_audience = event_headers(
+            signature=None, Authorization=f"Bearer {issuer.token(audience='api://x', oid=WPS_PRINCIPAL)}"
+        )
         assert post(wrong_audience, connect_body()).status_code == 401
         assert post(event_headers(), connect_body()).status_code == 401  # a signature is not enough here
 
-    def test_entra_mode_accepts_only_the_service_identity_when_configured(self, issuer: Issuer) -> None:
+    def test_entra_mode_accepts_only_the_service_identity(self, issuer: Issuer) -> None:
         audience = "api://events"
         validator = BearerValidator(BearerSettings(issuer.issuer, audience), fetch=issuer.fetch)
-        use_runtime(Runtime(local_settings(), authenticator=ServiceTokenCheck(validator, "wps-principal")))
+        use_runtime(Runtime(local_settings(), authenticator=ServiceTokenCheck(validator, WPS_PRINCIPAL)))
         service = event_headers(
-            signature=None, Authorization=f"Bearer {issuer.token(audience=audience, oid='wps-principal')}"
+            signature=None, Authorization=f"Bearer {issuer.token(audience=audience, oid=WPS_PRINCIPAL.upper())}"
         )
         assert post(service, connect_body()).status_code == 200
-        other = event_headers(
-            signature=None, Authorization=f"Bearer {issuer.token(audience=audience, oid='other-app')}"
-        )
-        response = post(other, connect_body())
-        assert response.status_code == 401
-        assert "another identity" in json.loads(response.get_body())["error"]["message"]
+        another_identity = issuer.token(audience=audience, oid="9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d")
+        others = [another_identity, issuer.token(audience=audience)]
+        for token in others:
+            other = event_headers(signature=None, Authorization=f"Bearer {token}")
+            response = post(other, connect_body())
+            assert response.status_code == 401
+            assert "another identity" in json.loads(response.get_body())["error"]["message"]
 
-    def test_appservice_mode_needs_the_platform_principal(self) -> None:
-        use_runtime(Runtime(local_settings(EVENTHANDLER_AUTH="appservice", WEBSITE_AUTH_ENABLED="true")))
+    def test_appservice_mode_accepts_only_the_service_identity(self) -> None:
+        settings = local_settings(
+            EVENTHANDLER_AUTH="appservice",
+            WEBSITE_AUTH_ENABLED="true",
+            EVENTHANDLER_APPSERVICE_PRINCIPAL_ID=WPS_PRINCIPAL.upper(),
+        )
+        use_runtime(Runtime(settings))
         assert post(event_headers(signature=None), connect_body()).status_code == 401
-        with_principal = event_headers(signature=None, **{"X-MS-CLIENT-PRINCIPAL-ID": "wps-identity"})
-        assert post(with_principal, connect_body()).status_code == 200
+        service = event_headers(signature=None, **{"X-MS-CLIENT-PRINCIPAL-ID": WPS_PRINCIPAL})
+        assert post(service, connect_body()).status_code == 200
+        # Any other user of the app is signed in by the same App Service Authentication.
+        user = event_headers(signature=None, **{"X-MS-CLIENT-PRINCIPAL-ID": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"})
+        response = post(user, connect_body())
+        assert response.status_code == 401
+        assert "another principal" in json.loads(response.get_body())["error"]["message"]
 
     def test_none_mode_accepts_unsigned_events(self) -> None:
         use_runtime(Runtime(local_settings(EVENTHANDLER_AUTH="none")))

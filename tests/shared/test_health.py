@@ -119,6 +119,7 @@ def test_a_service_with_production_settings_has_no_warnings(servers: ExitStack) 
             "EVENTHANDLER_AUTH": "bearer",
             "EVENTHANDLER_BEARER_ISSUER": "https://login.example.test/tenant/v2.0",
             "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
+            "EVENTHANDLER_BEARER_PRINCIPAL_ID": "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f",
         }
     )
     report = HealthMonitor(Runtime(settings), identity=FakeCredential()).report()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shared.bearer import BearerValidator
 from shared.config import BearerSettings
-from shared.errors import BadRequest, Unauthorized
+from shared.errors import BadRequest, Forbidden, Unauthorized
 from shared.identity import AnonymousCaller, AppServicePrincipal, BearerCaller, build_identifier
 from shared.web import Request
 from tests.support.issuer import Issuer
@@ -29,16 +31,16 @@ def test_appservice_without_principal_is_unauthorized(headers: dict[str, str]) -
 
 def test_bearer_uses_oid_then_sub(issuer: Issuer) -> None:
     caller = BearerCaller(BearerValidator(BearerSettings(issuer.issuer, "api://negotiate"), fetch=issuer.fetch))
-    token = issuer.token(oid="oid-7", sub="pairwise-sub")
+    token = issuer.user_token(oid="oid-7", sub="pairwise-sub")
     assert caller.identify(request({"authorization": f"Bearer {token}"})).user_id == "oid-7"
-    token = issuer.token(sub="only-sub")
+    token = issuer.user_token(sub="only-sub")
     assert caller.identify(request({"authorization": f"Bearer {token}"})).user_id == "only-sub"
 
 
 def test_bearer_ignores_forged_principal_header(issuer: Issuer) -> None:
     """In bearer mode the App Service header is just another client-chosen header."""
     caller = BearerCaller(BearerValidator(BearerSettings(issuer.issuer, "api://negotiate"), fetch=issuer.fetch))
-    token = issuer.token(oid="real-user")
+    token = issuer.user_token(oid="real-user")
     headers = {"authorization": f"Bearer {token}", "x-ms-client-principal-id": "admin"}
     assert caller.identify(request(headers)).user_id == "real-user"
     with pytest.raises(Unauthorized):
@@ -68,3 +70,28 @@ def test_identifier_follows_the_mode() -> None:
         NEGOTIATE_AUTH="bearer", NEGOTIATE_BEARER_ISSUER="https://issuer.example", NEGOTIATE_BEARER_AUDIENCE="a"
     )
     assert isinstance(build_identifier(bearer.negotiate), BearerCaller)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"idtyp": "app", "roles": ["Chat.Send"]},  # the optional claim, where configured
+        {"roles": ["Chat.Send"]},  # client credentials without idtyp: no delegated scopes
+        {"scp": "   "},
+        {"scp": "user_impersonation", "idtyp": "app"},
+    ],
+)
+def test_bearer_refuses_app_only_tokens_as_users(issuer: Issuer, claims: dict[str, Any]) -> None:
+    """A service principal or managed identity is not a user: negotiate would issue it a chat connection."""
+    caller = BearerCaller(BearerValidator(BearerSettings(issuer.issuer, "api://negotiate"), fetch=issuer.fetch))
+    token = issuer.token(oid="9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", **claims)
+    with pytest.raises(Forbidden) as refused:
+        caller.identify(request({"authorization": f"Bearer {token}"}))
+    assert refused.value.code == "app_token_not_accepted"
+
+
+def test_bearer_accepts_app_only_tokens_when_the_setting_allows_them(issuer: Issuer) -> None:
+    validator = BearerValidator(BearerSettings(issuer.issuer, "api://negotiate"), fetch=issuer.fetch)
+    caller = BearerCaller(validator, accept_app_tokens=True)
+    token = issuer.token(oid="service-oid", idtyp="app", roles=["Chat.Send"])
+    assert caller.identify(request({"authorization": f"Bearer {token}"})).user_id == "service-oid"

@@ -189,12 +189,12 @@ def bearer_runtime(issuer: Issuer) -> None:
 
 def test_bearer_mode_uses_the_token_and_refuses_forged_headers(issuer: Issuer) -> None:
     bearer_runtime(issuer)
-    token = issuer.token(oid="oid-42")
+    token = issuer.user_token(oid="oid-42")
     assert claims_of(negotiate(headers={"Authorization": f"Bearer {token}"}))["sub"] == "oid-42"
     forged = negotiate([("userId", "admin")], headers={"X-MS-CLIENT-PRINCIPAL-ID": "admin"})
     assert forged.status_code == 401
     assert forged.headers["WWW-Authenticate"] == "Bearer"
-    expired = negotiate(headers={"Authorization": f"Bearer {issuer.token(oid='x', lifetime=-600)}"})
+    expired = negotiate(headers={"Authorization": f"Bearer {issuer.user_token(oid='x', lifetime=-600)}"})
     assert expired.status_code == 401
     error = payload(expired)["error"]
     assert isinstance(error, dict)

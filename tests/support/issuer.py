@@ -32,6 +32,10 @@ class Issuer:
             return self.jwks
         raise OSError(f"unexpected URL {url}")
 
+    def user_token(self, **claims: Any) -> str:
+        """A delegated (user) access token, as Entra ID issues it: with the consented scopes in `scp`."""
+        return self.token(**{"scp": "user_impersonation", **claims})
+
     def token(self, *, audience: str = "api://negotiate", lifetime: int = 600, **claims: Any) -> str:
         now = int(time.time())
         payload = {"iss": self.issuer, "aud": audience, "iat": now, "nbf": now, "exp": now + lifetime, **claims}
