@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.errors import AppError, BadRequest, PayloadTooLarge, UnsupportedMediaType
-from shared.web import Response, error_response, json_response
+from shared.web import Response, error_response, json_body, json_response, utf8_text
 
 logger = logging.getLogger(__name__)
 
@@ -802,11 +802,10 @@ def render_user_event(response: UserEventResponse | None, state: ConnectionState
             raise TypeError("a binary reply needs bytes")
         return Response(200, bytes(response.data), headers, BINARY)
     if response.data_type == "json":
-        body = json.dumps(response.data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        return Response(200, body, headers, JSON_CONTENT_TYPE)
+        return Response(200, json_body(response.data), headers, JSON_CONTENT_TYPE)
     if not isinstance(response.data, str):
         raise TypeError("a text reply needs str")
-    return Response(200, response.data.encode("utf-8"), headers, TEXT_CONTENT_TYPE)
+    return Response(200, utf8_text(response.data), headers, TEXT_CONTENT_TYPE)
 
 
 def render_notification(state: ConnectionState) -> Response:

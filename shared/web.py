@@ -57,9 +57,26 @@ class Response:
     content_type: str | None = None
 
 
+def json_body(value: Any) -> bytes:
+    """Compact UTF-8 JSON; strings UTF-8 cannot encode (lone surrogates, which valid JSON input can
+    hold as escapes) are written as `\\uXXXX` escapes, so the value survives unchanged instead of failing."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def utf8_text(text: str) -> bytes:
+    """`text` as UTF-8; a surrogate pair split over two code points is joined, a lone surrogate becomes
+    U+FFFD (as a browser's TextEncoder does), since plain text has no escape for it."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode("utf-8")
+
+
 def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return Response(status, body, {**_JSON_HEADERS, **(headers or {})}, JSON_CONTENT_TYPE)
+    return Response(status, json_body(payload), {**_JSON_HEADERS, **(headers or {})}, JSON_CONTENT_TYPE)
 
 
 def error_response(error: AppError) -> Response:

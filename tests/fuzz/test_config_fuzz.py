@@ -20,7 +20,7 @@ from shared.config import (
     ServiceSettings,
     load_settings,
 )
-from tests.support.fuzz import generated_inputs
+from tests.support.fuzz import generated_inputs, unencodable_text
 
 EXAMPLES = 3000
 
@@ -64,6 +64,7 @@ def connection_strings(draw: st.DrawFn) -> tuple[str, str]:
 
 values = st.one_of(
     st.text(max_size=40),
+    unencodable_text,  # os.environ holds undecodable bytes as lone surrogates (surrogateescape)
     st.sampled_from(
         [
             "connectionstring",
@@ -150,6 +151,8 @@ def test_settings_load_or_name_the_setting_and_never_show_the_key(
         event(f"refused: {concern.value}: {error.setting}")
         assert error.setting in SETTINGS_BY_CONCERN[concern]
         assert error.public_message == "The app is misconfigured; its log names the setting to fix."
+        error.log_message.encode("utf-8")  # renders in any UTF-8 log and answer, whatever the value
+        error.detail.encode("utf-8")
         for secret in secrets:
             assert secret not in error.log_message
             assert secret not in error.detail

@@ -1,21 +1,30 @@
-"""Property-based tests of the CloudEvents protocol parser: 4,000 generated inputs, no crash, no 5xx.
+"""Property-based tests of the CloudEvents protocol parser: 5,000 generated inputs, no crash, no 5xx.
 
 The parser is pure, so it runs here directly (2,000 examples: only a 4xx AppError may escape it)
 and behind the dispatcher with genuine signatures, so that every parser and default handler past
-authentication sees the generated input (2,000 examples: every answer is 2xx or 4xx).
+authentication sees the generated input (2,000 examples: every answer is 2xx or 4xx). Then text
+UTF-8 cannot encode (lone surrogates, as valid JSON escapes) through handlers that render it back,
+as the README's echo does, into replies, connection state, refusals and logs (1,000 examples).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+from typing import Any
 
+import pytest
 from hypothesis import event, given, strategies as st
 
-from shared.errors import AppError
+from shared.errors import AppError, Forbidden
 from shared.events import EventHandlers
 from shared.protocol import (
     ConnectionState,
+    ConnectRequest,
+    ConnectResponse,
+    UserEvent,
+    UserEventResponse,
     abuse_protection,
     is_signature_valid,
     parse_context,
@@ -25,11 +34,12 @@ from shared.protocol import (
 from shared.runtime import Runtime
 from shared.web import Request
 from tests.support.fakes import EMULATOR_KEY
-from tests.support.fuzz import generated_inputs
+from tests.support.fuzz import generated_inputs, unencodable_text
 from tests.support.settings import local_settings
 
 PARSER_EXAMPLES = 2000
 DISPATCH_EXAMPLES = 2000
+RENDERING_EXAMPLES = 1000
 
 EVENT_TYPES = [
     "azure.webpubsub.sys.connect",
@@ -196,3 +206,88 @@ def test_authenticated_events_answer_only_2xx_or_4xx(
     event(f"status {response.status}")
     assert response.status < 500, response.body[:200]
     assert response.status != 401  # the genuine signature always passes, whatever follows it
+
+
+def rendering_registry() -> EventHandlers:
+    """Handlers that give the client's own text back: echo (README), a text reply, state, a refusal."""
+    registry = EventHandlers()
+
+    @registry.on_user_event("echo")
+    def echo(event: UserEvent) -> UserEventResponse:
+        event.context.state["echoes"] = event.context.state.get("echoes", 0) + 1
+        return UserEventResponse(event.data, event.data_type)
+
+    @registry.on_user_event("describe")
+    def describe(event: UserEvent) -> UserEventResponse:
+        event.context.state["last"] = event.data
+        return UserEventResponse(f"you sent {event.data}", "text")
+
+    @registry.on_connect
+    def connect(request: ConnectRequest) -> ConnectResponse:
+        rooms = request.query.get("room", [])
+        if "deny" in request.query:
+            raise Forbidden(f"room {rooms} is closed")
+        return ConnectResponse(user_id=request.context.user_id, groups=rooms, subprotocol=None)
+
+    return registry
+
+
+rendering_dispatcher = Runtime(local_settings(NEGOTIATE_GROUPS="chat,news"), registry=rendering_registry()).events
+json_with_unencodable_text = st.recursive(
+    unencodable_text | st.integers() | st.none(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(unencodable_text, children, max_size=3),
+    max_leaves=8,
+)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(self.format(record))
+
+
+@pytest.fixture(scope="module")
+def log_lines() -> Any:
+    handler = _Records()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler.messages
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@generated_inputs(RENDERING_EXAMPLES)
+@given(
+    kind=st.sampled_from(["echo", "describe", "connect", "deny"]),
+    data=json_with_unencodable_text,
+    state=st.none() | json_with_unencodable_text.map(lambda value: base64.b64encode(json.dumps(value).encode())),
+)
+def test_text_utf8_cannot_encode_is_rendered_back_as_valid_utf8_never_a_5xx(
+    log_lines: list[str], kind: str, data: Any, state: bytes | None
+) -> None:
+    if kind in {"echo", "describe"}:
+        event_type, body = f"azure.webpubsub.user.{kind}", json.dumps(data).encode()
+    else:
+        query: dict[str, Any] = {"room": [data] if isinstance(data, str) else ["chat"]}
+        if kind == "deny":
+            query["deny"] = ["1"]
+        event_type, body = "azure.webpubsub.sys.connect", json.dumps({"claims": {}, "query": query}).encode()
+    assert body.decode("utf-8")  # valid UTF-8 in: the JSON escapes hold the surrogates
+    request = signed_request(event_type, "conn-1", "application/json", body, None if state is None else state.decode())
+    del log_lines[:]
+    response = rendering_dispatcher.handle(request)
+    event(f"{kind}: {response.status}")
+    assert response.status < 500, response.body[:200]
+    text = response.body.decode("utf-8")  # raises if the body is not valid UTF-8
+    if kind == "echo":
+        assert json.loads(text) == data  # a faithful echo: the same value, surrogates escaped
+    for name, value in response.headers.items():
+        value.encode("latin-1")  # a header the host can send
+        assert name
+    for line in log_lines:
+        line.encode("utf-8")  # a log line any UTF-8 log sink can write

@@ -8,6 +8,7 @@ editing this file. Requests travel over real HTTP through the local Functions ho
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ import pytest
 import function_app
 from devstack.host import http_functions
 from devstack.webpubsub import RunningWebPubSub
-from shared.runtime import reset_runtime
+from shared.config import load_settings
+from shared.events import EventHandlers
+from shared.protocol import UserEvent, UserEventResponse
+from shared.runtime import Runtime, reset_runtime, use_runtime
 from tests.support.apphost import ServedApp
 from tests.support.events import sign
 from tests.support.functions import error_code
@@ -177,3 +181,25 @@ def test_an_oversized_signed_event_is_413_naming_the_setting(
     assert response.status_code == 413
     assert error_code(response) == "payload_too_large"
     assert "EVENTHANDLER_MAX_BODY_BYTES" in response.json()["error"]["message"]
+
+
+# Valid JSON and valid UTF-8 holding text UTF-8 cannot encode: a faithful echo, never a 5xx.
+
+
+@pytest.mark.parametrize("escaped", [r'"\ud800"', r'{"text": "a\udfffb"}', r'["\ude00\ud83d", "\ud83d\ude00"]'])
+def test_the_readme_echo_handler_echoes_lone_surrogates_faithfully(
+    app: ServedApp, service: RunningWebPubSub, escaped: str
+) -> None:
+    registry = EventHandlers()
+
+    @registry.on_user_event("echo")
+    def echo(event: UserEvent) -> UserEventResponse:  # as in the README
+        event.context.state["echoes"] = event.context.state.get("echoes", 0) + 1
+        return UserEventResponse(event.data, event.data_type)
+
+    use_runtime(Runtime(load_settings(os.environ), registry=registry))
+    headers = signed_event("azure.webpubsub.user.echo", "application/json")
+    response = app.client.post("eventhandler", headers=headers, content=escaped.encode())
+    assert response.status_code == 200, response.text
+    assert json.loads(response.content.decode("utf-8")) == json.loads(escaped)
+    assert response.headers["ce-connectionState"]  # the handler's state travels back too

@@ -325,6 +325,11 @@ class TestRendering:
             (UserEventResponse("hi"), "text/plain; charset=utf-8", b"hi"),
             (UserEventResponse({"a": "é"}, "json"), "application/json; charset=utf-8", '{"a":"é"}'.encode()),
             (UserEventResponse(b"\x01", "binary"), "application/octet-stream", b"\x01"),
+            # Lone surrogates (valid JSON input can hold them as escapes): JSON keeps them as escapes,
+            # text has no escape and gets U+FFFD; a pair split over two code points is joined.
+            (UserEventResponse(["\ud800", "é"], "json"), "application/json; charset=utf-8", b'["\\ud800","\\u00e9"]'),
+            (UserEventResponse("a\udfffb", "text"), "text/plain; charset=utf-8", "a\ufffdb".encode()),
+            (UserEventResponse("\ud83d\ude00", "text"), "text/plain; charset=utf-8", "\U0001f600".encode()),
         ],
     )
     def test_user_event_reply_content_types(self, reply: UserEventResponse, content_type: str, body: bytes) -> None:

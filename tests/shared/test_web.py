@@ -52,3 +52,9 @@ def test_an_error_is_rendered_with_its_status_code_message_and_headers() -> None
     assert unavailable.status == 503
     assert unavailable.headers["Retry-After"] == "5"
     assert b"secret detail" not in unavailable.body
+
+
+def test_json_with_lone_surrogates_is_escaped_not_an_error() -> None:
+    """A value holding a lone surrogate (from a JSON escape) renders as valid UTF-8 and reads back the same."""
+    response = json_response(403, {"error": {"message": "group '\ud800' is not permitted"}})
+    assert json.loads(response.body.decode("utf-8")) == {"error": {"message": "group '\ud800' is not permitted"}}

@@ -12,9 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hypothesis import settings
+from hypothesis import settings, strategies as st
 
 Test = TypeVar("Test", bound=Callable[..., None])
+
+#: Strings UTF-8 cannot encode: lone surrogates (high, low, a pair in the wrong order) among other
+#: characters. Valid JSON carries them as `\\ud800` escapes, so they reach the app inside valid UTF-8.
+lone_surrogates = st.characters(categories=["Cs"])
+unencodable_text = st.one_of(
+    st.sampled_from(["\ud800", "\udfff", "\ude00\ud83d", "a\udc00b"]),
+    st.text(st.one_of(lone_surrogates, st.characters()), min_size=1, max_size=24),
+)
 
 #: The declared count of each property-based test function, as pytest collects it.
 DECLARED: dict[Callable[..., None], int] = {}
