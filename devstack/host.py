@@ -29,6 +29,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import re
 import threading
 import weakref
@@ -50,6 +51,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from devstack.body_limit import body_limit, request_body_limit
 from shared.local_settings import (
     DEFAULT_PORT,
     CorsSettings,
@@ -448,9 +450,14 @@ def build_host(
     *,
     route_prefix: str = DEFAULT_ROUTE_PREFIX,
     cors: CorsSettings | None = None,
-    max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
+    max_body_bytes: int | None = None,
 ) -> Starlette:
-    """The ASGI application serving ``app``'s HTTP triggers; run it with devstack.servers.ServerThread."""
+    """The ASGI application serving ``app``'s HTTP triggers; run it with devstack.servers.ServerThread.
+
+    ``max_body_bytes`` defaults to FUNCTIONS_REQUEST_BODY_SIZE_LIMIT from the environment (devstack.body_limit).
+    """
+    if max_body_bytes is None:
+        max_body_bytes = request_body_limit(os.environ)
     middleware = []
     if cors is not None:
         # As Core Tools configures ASP.NET Core: the listed origins, any header, any method.
@@ -463,5 +470,6 @@ def build_host(
                 allow_credentials=cors.credentials,
             )
         )
+    middleware.append(body_limit(max_body_bytes))  # inside CORS, so a refusal carries its headers too
     routes = build_routes(http_functions(app), route_prefix, max_body_bytes)
     return Starlette(routes=routes, middleware=middleware)

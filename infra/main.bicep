@@ -187,6 +187,11 @@ var authExcludedPaths = [
   '/api/client/*'
 ]
 
+// The Functions host's request body limit: what the largest route accepts (the event handler's
+// limit, or negotiate's 16 KB), so the host refuses a larger body before buffering it for the app.
+var negotiateMaxBodyBytes = 16384
+var requestBodyLimitBytes = max(eventHandlerMaxBodyBytes, negotiateMaxBodyBytes)
+
 // Application settings the code reads (shared/config.py), as name/value pairs, by mode.
 var commonSettings = [
   {
@@ -459,6 +464,7 @@ module functionApp 'modules/function.bicep' = {
     appSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
     corsAllowedOrigins: corsOrigins
     appSettings: appSettings
+    requestBodyLimitBytes: requestBodyLimitBytes
     enableAppServiceAuth: useAppServiceAuth
     authClientId: authClientId
     authExcludedPaths: authExcludedPaths

@@ -66,6 +66,11 @@ param corsAllowedOrigins array = []
 @description('The application settings the code reads, as name/value pairs; appended to the platform settings.')
 param appSettings array
 
+@description('Largest request body the Functions host accepts, in bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT); larger ones get 413 before the app sees them.')
+@minValue(1024)
+@maxValue(104857600)
+param requestBodyLimitBytes int = 1048576
+
 @description('When true, App Service Authentication (Entra ID) guards every path except the excluded ones.')
 param enableAppServiceAuth bool = true
 
@@ -106,6 +111,12 @@ var platformSettings = [
   {
     name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
     value: 'ClientId=${identityClientId};Authorization=AAD'
+  }
+  {
+    // Read by the host itself (its request-size middleware), on every plan: without it, the host
+    // buffers bodies up to its 100 MB default before the app can refuse them.
+    name: 'FUNCTIONS_REQUEST_BODY_SIZE_LIMIT'
+    value: string(requestBodyLimitBytes)
   }
 ]
 

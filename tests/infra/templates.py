@@ -307,6 +307,11 @@ class Evaluator:
                 str(self.evaluate(arguments[name])) for name in ("original_string", "old_string", "new_string")
             )
             return text.replace(old, new)
+        if kind in {"max", "min"}:
+            numbers = [self.evaluate(value) for value in arguments.values()]
+            if not all(isinstance(number, int) for number in numbers):
+                raise Unsupported(f"{kind} over {numbers!r}")
+            return max(numbers) if kind == "max" else min(numbers)
         if kind == "split":
             return str(self.evaluate(arguments["input_string"])).split(str(self.evaluate(arguments["delimiter"])))
         if kind == "filter":

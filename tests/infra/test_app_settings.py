@@ -8,14 +8,17 @@ assigns, and fed to the app's own `shared.config.load_settings`.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from typing import Any
 
 import pytest
 
+from devstack.body_limit import request_body_limit
 from shared.bearer import BearerValidator
 from shared.config import SETTING_NAMES, CredentialMode, EventAuth, NegotiateAuth, load_settings
 from shared.errors import ConfigError, Unauthorized
+from shared.negotiate import MAX_BODY_BYTES as NEGOTIATE_MAX_BODY_BYTES
 from shared.protocol import ConnectionContext
 from shared.upstream_auth import ServiceTokenCheck
 from shared.web import Request
@@ -89,7 +92,7 @@ UNUSED_BY_NEGOTIATE = {
     "bearer": set[str](),
 }
 # Platform settings the Functions host reads (not the app's code).
-PLATFORM_PREFIXES = ("AzureWebJobsStorage__", "APPLICATIONINSIGHTS_")
+PLATFORM_PREFIXES = ("AzureWebJobsStorage__", "APPLICATIONINSIGHTS_", "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT")
 # App settings Flex Consumption rejects or ignores (functions-app-settings, Flex deprecations).
 FLEX_REJECTED_SETTINGS = {
     "FUNCTIONS_WORKER_RUNTIME",
@@ -359,3 +362,24 @@ def test_the_function_app_runs_the_project_python_on_flex_consumption() -> None:
     assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
     assert plan["properties"]["reserved"] is True
     assert site["kind"] == "functionapp,linux"
+
+
+@pytest.mark.parametrize(("credential", "negotiate"), MODES)
+@pytest.mark.parametrize("event_limit", [None, 1024, 4 * 1024 * 1024])
+def test_the_host_refuses_bodies_larger_than_the_largest_route_accepts(
+    credential: str, negotiate: str, event_limit: int | None
+) -> None:
+    """FUNCTIONS_REQUEST_BODY_SIZE_LIMIT: no body the app would refuse anyway is buffered by the host."""
+    extra = {} if event_limit is None else {"eventHandlerMaxBodyBytes": event_limit}
+    environ = app_environ(credential, negotiate, **extra)
+    settings = load_settings(environ).check()
+    largest = max(settings.event_handler.max_body_bytes, NEGOTIATE_MAX_BODY_BYTES)
+    assert int(environ["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]) == largest
+    assert request_body_limit(environ) == largest  # the local host reads it the same way
+
+
+def test_the_local_example_settings_give_the_local_host_the_limit_infra_sets() -> None:
+    example = json.loads((REPO_ROOT / "local.settings.json.example").read_text(encoding="utf-8"))["Values"]
+    deployed = app_environ("entra", "appservice")["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]
+    assert example["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"] == deployed
+    assert request_body_limit(example) == load_settings(example).event_handler.max_body_bytes

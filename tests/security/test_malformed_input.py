@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +25,7 @@ from shared.config import load_settings
 from shared.events import EventHandlers
 from shared.protocol import UserEvent, UserEventResponse
 from shared.runtime import Runtime, reset_runtime, use_runtime
-from tests.support.apphost import ServedApp
+from tests.support.apphost import ServedApp, serve_app
 from tests.support.events import sign
 from tests.support.functions import error_code
 from tests.support.security import SERVICE_KEY
@@ -203,3 +205,23 @@ def test_the_readme_echo_handler_echoes_lone_surrogates_faithfully(
     assert response.status_code == 200, response.text
     assert json.loads(response.content.decode("utf-8")) == json.loads(escaped)
     assert response.headers["ce-connectionState"]  # the handler's state travels back too
+
+
+# The Functions host's body limit (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, as infra and the example settings set
+# it): an unauthenticated oversized body is refused by the host, before it is sent, on every route.
+
+
+@pytest.mark.parametrize("route", ["eventhandler", "negotiate"])
+def test_an_unauthenticated_95_mb_body_is_refused_before_it_is_sent(
+    monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    example = json.loads(
+        (Path(__file__).resolve().parents[2] / "local.settings.json.example").read_text(encoding="utf-8")
+    )["Values"]
+    monkeypatch.setenv("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", example["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"])
+    with serve_app() as served:
+        port = int(served.base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            head = f"POST /api/{route} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {95 * 1024 * 1024}\r\n\r\n"
+            sock.sendall(head.encode())  # and not one byte of the body
+            assert sock.recv(4096).startswith(b"HTTP/1.1 413 ")
