@@ -7,14 +7,21 @@ negotiate would issue today; and the service enforces exactly the roles the app 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import jwt
 import pytest
 
 from devstack.webpubsub import RunningWebPubSub
+from shared.config import load_settings
+from shared.errors import Forbidden
+from shared.events import EventHandlers
 from shared.policy import roles_for
+from shared.protocol import ConnectRequest, ConnectResponse
+from shared.runtime import Runtime, use_runtime
 from tests.support.apphost import ServedApp
+from tests.support.events import CONNECT, connect_body, event_headers
 from tests.support.functions import error_code
 from tests.support.security import (
     POLICY_GROUPS,
@@ -141,3 +148,51 @@ def test_a_connection_cannot_use_groups_outside_the_policy(app: ServedApp, servi
             assert ack["error"]["name"] == "Forbidden"
         client.send(json.dumps({"type": "joinGroup", "group": "chat", "ackId": 9}))
         assert json.loads(client.recv(timeout=10))["success"] is True
+
+
+def test_a_registered_connect_handler_never_lets_a_token_beyond_the_policy_in(
+    app: ServedApp, service: RunningWebPubSub
+) -> None:
+    """The README's own connect handler: registering it replaces the default answer, not the policy check."""
+    calls: list[str] = []
+    registry = EventHandlers()
+
+    @registry.on_connect
+    def connect(request: ConnectRequest) -> ConnectResponse:
+        calls.append(request.context.user_id or "")
+        if request.query.get("room") != ["lobby"]:
+            raise Forbidden("Only the lobby is open")
+        return ConnectResponse(user_id=request.context.user_id, groups=["lobby"])
+
+    use_runtime(Runtime(load_settings(os.environ), registry=registry))
+    beyond = client_token(service, SERVICE_KEY, sub="mallory", role=["webpubsub.sendToGroup.admins"])
+    assert refused_status(client_url(service, beyond) + "&room=lobby") == 403
+    assert calls == []
+    within = client_token(service, SERVICE_KEY, sub="carol", role=["webpubsub.sendToGroup.chat"])
+    with open_client(client_url(service, within) + "&room=lobby"):
+        pass
+    assert calls == ["carol"]
+
+
+# Services and emulators deliver a token's roles under more than one claim type: the JWT claim `role`,
+# Entra ID's `roles`, and the .NET role claim type URI, which the official emulator's connect claims
+# carry (it validates client tokens with .NET's JwtSecurityTokenHandler, which maps `role` to that URI).
+ROLE_CLAIM_TYPES = ["role", "roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"]
+
+
+@pytest.mark.parametrize("claim_type", ROLE_CLAIM_TYPES)
+@pytest.mark.parametrize("registered", [False, True], ids=["default-handler", "registered-handler"])
+def test_roles_beyond_the_policy_are_refused_under_every_claim_type(
+    app: ServedApp, service: RunningWebPubSub, claim_type: str, registered: bool
+) -> None:
+    registry = EventHandlers()
+    if registered:
+        registry.on_connect(lambda request: ConnectResponse(user_id=request.context.user_id))
+    use_runtime(Runtime(load_settings(os.environ), registry=registry))
+    headers = event_headers(CONNECT, user_id="mallory", key=SERVICE_KEY)
+    beyond = {claim_type: ["webpubsub.sendToGroup.admins"]}
+    response = app.client.post("eventhandler", headers=headers, content=connect_body(claims=beyond))
+    assert response.status_code == 403
+    assert error_code(response) == "forbidden"
+    within = {claim_type: ["webpubsub.sendToGroup.chat"]}
+    assert app.client.post("eventhandler", headers=headers, content=connect_body(claims=within)).status_code == 200
