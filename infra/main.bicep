@@ -83,6 +83,15 @@ param webPubSubSku string = 'Standard_S1'
 @maxValue(1000)
 param webPubSubCapacity int = 1
 
+@description('appservice mode: client ids of the applications allowed to call negotiate (App Service Authentication checks the token\'s appid/azp); empty allows any application of the tenant. List authClientId too if browsers sign in through /.auth/login/aad.')
+param authAllowedClientApplications array = []
+
+@description('appservice mode: object ids of the users (or service principals) allowed to call negotiate; empty allows every principal of the tenant.')
+param authAllowedPrincipalIds array = []
+
+@description('appservice mode: object ids of the groups whose members may call negotiate; empty means no group requirement.')
+param authAllowedGroupIds array = []
+
 @description('Comma-separated browser origins allowed to call the app (CORS), for example https://chat.example.com.')
 param corsAllowedOrigins string = ''
 
@@ -349,6 +358,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: names.deploymentContainer
     blobDataOwnerPrincipalId: identity.outputs.principalId
     privateNetworking: privateNetworking
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -389,7 +399,7 @@ module keyVault 'modules/keyvault.bicep' = if (useKeyVault) {
     secretName: keyVaultSecretName
     secretExpiresOn: secretExpiresOn
     secretReaderPrincipalId: identity.outputs.principalId
-    privateNetworking: privateNetworking
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
@@ -468,6 +478,9 @@ module functionApp 'modules/function.bicep' = {
     enableAppServiceAuth: useAppServiceAuth
     authClientId: authClientId
     authExcludedPaths: authExcludedPaths
+    authAllowedClientApplications: authAllowedClientApplications
+    authAllowedPrincipalIds: authAllowedPrincipalIds
+    authAllowedGroupIds: authAllowedGroupIds
   }
 }
 
@@ -505,6 +518,9 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_API_NAME string = functionApp.outputs.name
 output NEGOTIATE_URL string = 'https://${functionApp.outputs.defaultHostName}${negotiatePath}'
 output EVENT_HANDLER_URL string = eventHandlerUrl
+// Right after the first deployment: checks.configuration says whether negotiate's posture holds (in
+// appservice mode, that the platform reports App Service Authentication on: WEBSITE_AUTH_ENABLED).
+output HEALTH_URL string = 'https://${functionApp.outputs.defaultHostName}/api/health'
 output WEBPUBSUB_NAME string = webPubSub.outputs.name
 output WEBPUBSUB_HOST_NAME string = webPubSub.outputs.hostName
 output WEBPUBSUB_HUB_NAME string = hub.outputs.name

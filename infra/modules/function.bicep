@@ -80,7 +80,30 @@ param authClientId string
 @description('Paths App Service Authentication lets through unauthenticated; the app checks them itself.')
 param authExcludedPaths array
 
+@description('Client ids of the applications whose tokens App Service Authentication accepts (the appid or azp claim); empty accepts any application of the tenant that can get a token for the registration.')
+param authAllowedClientApplications array = []
+
+@description('Object ids of the users and service principals App Service Authentication lets through; empty lets every principal of the tenant through.')
+param authAllowedPrincipalIds array = []
+
+@description('Object ids of the groups whose members App Service Authentication lets through; empty means no group requirement.')
+param authAllowedGroupIds array = []
+
 var tenantId = tenant().tenantId
+// The v1 endpoint of the tenant, whose metadata names https://sts.windows.net/<tenant>/ as issuer: the
+// issuer of the v1 access tokens the app registration issues (requestedAccessTokenVersion unset), which
+// the app's own bearer checks (EVENTHANDLER_BEARER_ISSUER, NEGOTIATE_BEARER_ISSUER) expect as well.
+var loginEndpoint = environment().authentication.loginEndpoint
+var entraV1Authority = '${loginEndpoint}${tenantId}/'
+// App Service Authentication's built-in authorization policy, set only when something is listed.
+var restrictCallers = !empty(authAllowedClientApplications) || !empty(authAllowedPrincipalIds) || !empty(authAllowedGroupIds)
+var callerPolicy = {
+  allowedApplications: authAllowedClientApplications
+  allowedPrincipals: {
+    identities: authAllowedPrincipalIds
+    groups: authAllowedGroupIds
+  }
+}
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -209,7 +232,7 @@ resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
 }
 
 resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
-  //checkov:skip=CKV_AZURE_13:This check reads the v1 authsettings shape; v2 is on through platform.enabled, which CKV_AZURE_56 checks.
+  //checkov:skip=CKV_AZURE_13:This check reads the v1 authsettings shape. This authsettingsV2 is enabled when negotiateAuth=appservice; with negotiateAuth=bearer it is off by design, since the app validates each caller's Entra token itself and events carry the service's token or signature.
   //checkov:skip=CKV_AZURE_63:Applies to the web config resource, not authsettingsV2; app logs go to Log Analytics.
   //checkov:skip=CKV_AZURE_65:Applies to the web config resource, not authsettingsV2.
   //checkov:skip=CKV_AZURE_66:Applies to the web config resource, not authsettingsV2.
@@ -242,13 +265,14 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
         enabled: true
         registration: {
           clientId: authClientId
-          openIdIssuer: '${environment().authentication.loginEndpoint}${tenantId}/v2.0'
+          openIdIssuer: entraV1Authority
         }
         validation: {
           allowedAudiences: [
             authClientId
             'api://${authClientId}'
           ]
+          defaultAuthorizationPolicy: restrictCallers ? callerPolicy : {}
         }
       }
     }
@@ -269,6 +293,11 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
     logs: [
       {
         category: 'FunctionAppLogs'
+        enabled: true
+      }
+      {
+        // Who App Service Authentication let through or refused (negotiate in appservice mode).
+        category: 'AppServiceAuthenticationLogs'
         enabled: true
       }
     ]

@@ -25,21 +25,26 @@ param secretExpiresOn int
 @description('Principal id granted Key Vault Secrets User on the secret (the Function App identity).')
 param secretReaderPrincipalId string
 
-@description('When true, the public endpoint is closed and the app reaches the vault through a private endpoint.')
-param privateNetworking bool = false
+@description('Disabled with private networking (the app reaches the vault through a private endpoint); Enabled otherwise.')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param publicNetworkAccess string = 'Disabled'
 
 @description('Resource id of the Log Analytics workspace that receives the audit logs.')
 param logAnalyticsWorkspaceId string
 
 var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
+var denyPublicNetwork = publicNetworkAccess == 'Disabled'
 
 resource webPubSub 'Microsoft.SignalRService/webPubSub@2024-03-01' existing = {
   name: webPubSubName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
-  //checkov:skip=CKV_AZURE_109:Deny applies when privateNetworking=true; without a VNet the Flex app has no fixed egress to allow-list. Access is RBAC-only.
-  //checkov:skip=CKV_AZURE_189:Public access is disabled when privateNetworking=true (private endpoint); otherwise the app reaches it over the internet with RBAC.
+  //checkov:skip=CKV_AZURE_109:Deny applies with private networking (publicNetworkAccess=Disabled); without a VNet the Flex app has no fixed egress to allow-list. Access is RBAC-only.
+  //checkov:skip=CKV_AZURE_189:main.bicep passes publicNetworkAccess=Enabled unless privateNetworking=true; without a VNet the app reaches the vault over the internet with RBAC.
   name: name
   location: location
   tags: tags
@@ -56,9 +61,9 @@ resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false
-    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+    publicNetworkAccess: publicNetworkAccess
     networkAcls: {
-      defaultAction: privateNetworking ? 'Deny' : 'Allow'
+      defaultAction: denyPublicNetwork ? 'Deny' : 'Allow'
       bypass: 'None'
       ipRules: []
       virtualNetworkRules: []

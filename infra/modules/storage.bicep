@@ -30,6 +30,9 @@ param skuName string = 'Standard_LRS'
 @description('When true, the public endpoint is closed and the app reaches blobs through a private endpoint.')
 param privateNetworking bool = false
 
+@description('Resource id of the Log Analytics workspace that receives the blob access logs.')
+param logAnalyticsWorkspaceId string
+
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -95,6 +98,35 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
       enabled: true
       days: 7
     }
+  }
+}
+
+// Who read, wrote or deleted blobs: the app package and the host's state.
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
   }
 }
 

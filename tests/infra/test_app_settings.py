@@ -383,3 +383,42 @@ def test_the_local_example_settings_give_the_local_host_the_limit_infra_sets() -
     deployed = app_environ("entra", "appservice")["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]
     assert example["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"] == deployed
     assert request_body_limit(example) == load_settings(example).event_handler.max_body_bytes
+
+
+# Entra ID's token issuers: what the OpenID metadata of each authority names as `iss` (the v1 endpoint's
+# metadata names sts.windows.net, the v2.0 endpoint's names itself), i.e. what App Service Authentication
+# accepts for the openIdIssuer it is given.
+def issuer_of_authority(authority: str) -> str:
+    login = PLACEHOLDERS["loginEndpoint"]
+    assert authority.startswith(login), authority
+    tenant, _, version = authority.removeprefix(login).strip("/").partition("/")
+    return f"https://sts.windows.net/{tenant}/" if version == "" else f"{login}{tenant}/v2.0"
+
+
+def easy_auth_authority() -> str:
+    _, module = unwrap(parse(MAIN_BICEP)["modules"]["functionApp"])
+    evaluator = main_evaluator("entra", "appservice")
+    passed = {name: evaluator.evaluate(value) for name, value in module["params"].items() if name != "tags"}
+    template = parse(module_path("function"))
+    (auth,) = resources_of_type(template, "Microsoft.Web/sites/config")
+    registration = auth["properties"]["identityProviders"]["azureActiveDirectory"]["registration"]
+    return str(Evaluator(template, passed).evaluate(registration["openIdIssuer"]))
+
+
+@pytest.mark.parametrize("negotiate", NEGOTIATE_MODES)
+def test_every_route_expects_the_token_version_the_app_registration_issues(negotiate: str) -> None:
+    """v1 access tokens (the registration's default, docs/deploy.md): Easy Auth and the app's own checks agree."""
+    v1_issuer = f"https://sts.windows.net/{TENANT_ID}/"
+    assert easy_auth_authority() == f"{PLACEHOLDERS['loginEndpoint']}{TENANT_ID}/"
+    assert issuer_of_authority(easy_auth_authority()) == v1_issuer
+    settings = load_settings(app_environ("entra", negotiate)).check()
+    bearers = [settings.event_handler.bearer] + ([settings.negotiate.bearer] if negotiate == "bearer" else [])
+    entra = Issuer(issuer=v1_issuer)
+    v2 = Issuer(issuer=f"{PLACEHOLDERS['loginEndpoint']}{TENANT_ID}/v2.0", kid="key-v2")
+    for bearer in bearers:
+        assert bearer is not None
+        assert bearer.issuer == v1_issuer
+        validator = BearerValidator(bearer, fetch=lambda url, timeout: {"keys": entra.jwks["keys"] + v2.jwks["keys"]})
+        assert validator.validate(entra.token(audience=bearer.audience))["iss"] == v1_issuer
+        with pytest.raises(Unauthorized, match="another issuer"):
+            validator.validate(v2.token(audience=bearer.audience))

@@ -45,9 +45,9 @@ EXPECTED_SKIPS = {
 
 
 @pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
+def checkov_run() -> subprocess.CompletedProcess[str]:
     assert CHECKOV.is_file(), "checkov is missing: `make install` creates .venv-checkov"
-    completed = subprocess.run(
+    return subprocess.run(
         [str(CHECKOV), "--framework", "bicep", "-d", "infra", "--skip-download", "-o", "json"],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -55,6 +55,11 @@ def report() -> dict[str, Any]:
         timeout=300,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def report(checkov_run: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    completed = checkov_run
     try:
         document = json.loads(completed.stdout)
     except json.JSONDecodeError:
@@ -67,6 +72,12 @@ def report() -> dict[str, Any]:
 def test_checkov_parses_every_template(report: dict[str, Any]) -> None:
     assert report["summary"]["parsing_errors"] == 0, report["results"]["parsing_errors"]
     assert report["summary"]["resource_count"] > 0
+
+
+def test_every_check_can_evaluate_the_templates(checkov_run: subprocess.CompletedProcess[str]) -> None:
+    """A check that crashes on an expression (it logs "Failed to run check") checks nothing, skipped or not."""
+    crashed = [line for line in checkov_run.stderr.splitlines() if "Failed to run check" in line]
+    assert crashed == []
 
 
 def test_checkov_finds_no_failed_check(report: dict[str, Any]) -> None:

@@ -163,6 +163,30 @@ def test_app_service_authentication_guards_negotiate_and_spares_the_app_checked_
     assert entra["registration"]["clientId"] == "authClientId"
 
 
+def auth_settings(**parameters: Any) -> dict[str, Any]:
+    """authsettingsV2's properties as deployed, for main.bicep's parameters."""
+    evaluator = main_evaluator(**parameters)
+    _, module = unwrap(parse(MAIN_BICEP)["modules"]["functionApp"])
+    passed = {name: evaluator.evaluate(value) for name, value in module["params"].items() if name != "tags"}
+    template = parse(module_path("function"))
+    auth = only(template, "Microsoft.Web/sites/config")
+    properties: dict[str, Any] = Evaluator(template, passed).evaluate(auth["properties"])
+    return properties
+
+
+def test_app_service_authentication_restricts_callers_only_when_told_to() -> None:
+    validation = auth_settings()["identityProviders"]["azureActiveDirectory"]["validation"]
+    assert validation["defaultAuthorizationPolicy"] == {}  # no list given: no restriction beyond the audience
+    client, user, group = AUTH_CLIENT_ID, "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "1e0f9a8b-7c6d-4a3b-8c2d-5e4f9a8b7c6d"
+    restricted = auth_settings(
+        authAllowedClientApplications=[client], authAllowedPrincipalIds=[user], authAllowedGroupIds=[group]
+    )
+    policy = restricted["identityProviders"]["azureActiveDirectory"]["validation"]["defaultAuthorizationPolicy"]
+    assert policy == {"allowedApplications": [client], "allowedPrincipals": {"identities": [user], "groups": [group]}}
+    # The event handler stays outside App Service Authentication, so the policy never stops the service.
+    assert "/api/eventhandler" in restricted["globalValidation"]["excludedPaths"]
+
+
 # --- Web PubSub and its hub -----------------------------------------------------------------
 
 
@@ -287,7 +311,13 @@ def test_private_endpoints_exist_for_what_the_app_reaches_privately(credential: 
     assert deployed == expected
     assert module_param(evaluator, "storage", "privateNetworking") is private
     if credential == "keyvault":
-        assert module_param(evaluator, "keyVault", "privateNetworking") is private
+        access = module_param(evaluator, "keyVault", "publicNetworkAccess")
+        assert access == ("Disabled" if private else "Enabled")
+        vault = only(parse(module_path("keyvault")), "Microsoft.KeyVault/vaults")
+        acls = Evaluator(parse(module_path("keyvault")), {"publicNetworkAccess": access}).evaluate(
+            vault["properties"]["networkAcls"]["defaultAction"]
+        )
+        assert acls == ("Deny" if private else "Allow")
 
 
 # --- roles ----------------------------------------------------------------------------------
@@ -389,6 +419,7 @@ def test_main_outputs_what_azd_and_the_docs_use() -> None:
     assert evaluator.evaluate(outputs["KEYVAULT_NAME"]["value"]) == ""
     vault = main_evaluator("keyvault").evaluate(outputs["KEYVAULT_NAME"]["value"])
     assert vault == PLACEHOLDERS["keyVault.outputs.name"]
+    assert evaluator.evaluate(outputs["HEALTH_URL"]["value"]) == f"https://{host}{route_prefix()}/health"
 
 
 # --- diagnostics ----------------------------------------------------------------------------
@@ -408,9 +439,16 @@ def test_web_pubsub_resource_logs_go_to_log_analytics() -> None:
     assert {c["name"] for c in categories if c["enabled"] == "true"} == {"ConnectivityLogs", "MessagingLogs"}
 
 
-def test_function_app_and_key_vault_logs_go_to_log_analytics() -> None:
-    assert diagnostic_categories("function") == {"FunctionAppLogs"}
+def test_function_app_storage_and_key_vault_logs_go_to_log_analytics() -> None:
+    assert diagnostic_categories("function") == {"FunctionAppLogs", "AppServiceAuthenticationLogs"}
     assert diagnostic_categories("keyvault") == {"audit"}
+    assert diagnostic_categories("storage") == {"StorageRead", "StorageWrite", "StorageDelete"}
+    (blobs,) = resources_of_type(parse(module_path("storage")), "Microsoft.Insights/diagnosticSettings")
+    assert blobs["scope"] == "blobService"
+    assert (
+        module_param(main_evaluator(), "storage", "logAnalyticsWorkspaceId")
+        == (PLACEHOLDERS["monitoring.outputs.workspaceId"])
+    )
 
 
 def test_alerts_watch_closes_by_category_server_load_and_aborted_connections() -> None:
