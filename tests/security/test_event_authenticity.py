@@ -36,6 +36,7 @@ from tests.support.security import (
     open_client,
     refused_status,
     service_for,
+    service_settings,
 )
 from tests.support.settings import use_environment
 
@@ -238,9 +239,7 @@ def test_appservice_mode_lets_only_the_service_identity_through(
 ) -> None:
     """A signed-in chat user posting events as someone else (no signature) reaches no handler."""
     use_environment(
-        WEBPUBSUB_CREDENTIAL="connectionstring",
-        WEBPUBSUB_CONNECTION_STRING=service.connection_string,
-        NEGOTIATE_AUTH="anonymous",
+        **service_settings(service),
         EVENTHANDLER_AUTH="appservice",
         EVENTHANDLER_APPSERVICE_PRINCIPAL_ID=SERVICE_IDENTITY,
         WEBSITE_AUTH_ENABLED="true",
@@ -271,9 +270,7 @@ def test_the_event_handler_refuses_to_run_without_the_service_identity(
 ) -> None:
     """Without it, any signed-in user (appservice) or any identity of the tenant (bearer) would pass."""
     use_environment(
-        WEBPUBSUB_CREDENTIAL="connectionstring",
-        WEBPUBSUB_CONNECTION_STRING=service.connection_string,
-        NEGOTIATE_AUTH="anonymous",
+        **service_settings(service),
         EVENTHANDLER_AUTH=mode,
         EVENTHANDLER_BEARER_ISSUER=issuer.issuer,
         EVENTHANDLER_BEARER_AUDIENCE="api://events",
@@ -299,9 +296,7 @@ def test_entra_mode_events_pass_only_with_the_service_identitys_token(
     app: ServedApp, service: RunningWebPubSub, issuer: Issuer, jwks_url: str
 ) -> None:
     use_environment(
-        WEBPUBSUB_CREDENTIAL="connectionstring",
-        WEBPUBSUB_CONNECTION_STRING=service.connection_string,
-        NEGOTIATE_AUTH="anonymous",
+        **service_settings(service),
         EVENTHANDLER_AUTH="bearer",
         EVENTHANDLER_BEARER_ISSUER=issuer.issuer,
         EVENTHANDLER_BEARER_AUDIENCE="api://events",

@@ -69,6 +69,16 @@ def refused_status(url: str) -> int:
     raise AssertionError("the service accepted the connection")
 
 
+def service_settings(service: RunningWebPubSub, **overrides: str) -> dict[str, str]:
+    """The app on the genuine service's connection string, anonymous negotiate, with overrides."""
+    return {
+        "WEBPUBSUB_CREDENTIAL": "connectionstring",
+        "WEBPUBSUB_CONNECTION_STRING": service.connection_string,
+        "NEGOTIATE_AUTH": "anonymous",
+        **overrides,
+    }
+
+
 def bearer_settings(issuer: Issuer, jwks_url: str, service: RunningWebPubSub) -> dict[str, str]:
     """NEGOTIATE_AUTH=bearer against the fake issuer, tokens for the genuine service."""
     return {
