@@ -17,7 +17,7 @@ import pytest
 
 from devstack.webpubsub import EventHandlerSettings, LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from devstack.webpubsub.settings import DEFAULT_SERVICE_PRINCIPAL_ID, HubSettings
-from shared.bearer import BearerValidator, fetch_json
+from shared.bearer import BearerValidator
 from shared.config import BearerSettings
 from tests.support.apphost import ServedApp, serve_app
 from tests.support.settings import use_environment
@@ -44,14 +44,14 @@ def test_managed_identity_handlers_get_a_token_the_apps_validator_accepts(
     for request in (connect, validation):
         authorization = request.header("authorization") or ""
         assert authorization.startswith("Bearer ")
-        claims = BearerValidator(settings, fetch=fetch_json).validate(authorization[7:])
+        claims = BearerValidator(settings).validate(authorization[7:])
         assert (claims["oid"], claims["aud"], claims["iss"]) == (identity.principal_id, AUDIENCE, identity.issuer)
     assert jwt.get_unverified_header(authorization[7:])["alg"] == "RS256"
     discovery = httpx.get(identity.issuer + "/.well-known/openid-configuration").json()
     assert (discovery["issuer"], discovery["jwks_uri"]) == (identity.issuer, identity.jwks_uri)
     other = BearerSettings(issuer=identity.issuer, audience="api://another-app", jwks_uri=identity.jwks_uri)
     with pytest.raises(Exception, match="another audience"):
-        BearerValidator(other, fetch=fetch_json).validate(authorization[7:])
+        BearerValidator(other).validate(authorization[7:])
 
 
 def test_handlers_without_auth_send_no_authorization(

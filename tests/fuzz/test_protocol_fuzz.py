@@ -266,9 +266,10 @@ def log_lines() -> Any:
     kind=st.sampled_from(["echo", "describe", "connect", "deny"]),
     data=json_with_unencodable_text,
     state=st.none() | json_with_unencodable_text.map(lambda value: base64.b64encode(json.dumps(value).encode())),
+    mqtt=st.booleans(),
 )
 def test_text_utf8_cannot_encode_is_rendered_back_as_valid_utf8_never_a_5xx(
-    log_lines: list[str], kind: str, data: Any, state: bytes | None
+    log_lines: list[str], kind: str, data: Any, state: bytes | None, mqtt: bool
 ) -> None:
     if kind in {"echo", "describe"}:
         event_type, body = f"azure.webpubsub.user.{kind}", json.dumps(data).encode()
@@ -278,7 +279,8 @@ def test_text_utf8_cannot_encode_is_rendered_back_as_valid_utf8_never_a_5xx(
             query["deny"] = ["1"]
         event_type, body = "azure.webpubsub.sys.connect", json.dumps({"claims": {}, "query": query}).encode()
     assert body.decode("utf-8")  # valid UTF-8 in: the JSON escapes hold the surrogates
-    request = signed_request(event_type, "conn-1", "application/json", body, None if state is None else state.decode())
+    encoded_state = None if state is None else state.decode()
+    request = signed_request(event_type, "conn-1", "application/json", body, encoded_state, mqtt)
     del log_lines[:]
     response = rendering_dispatcher.handle(request)
     event(f"{kind}: {response.status}")
