@@ -38,6 +38,7 @@ from .client_endpoint import ClientEndpoint
 from .connections import ConnectionManager
 from .identity import IDENTITY_PATH, ManagedIdentityEndpoint
 from .issuer import DISCOVERY_PATH, JWKS_PATH, LocalIssuer, UpstreamIdentity
+from .mqtt_endpoint import MQTT_PATH, MqttEndpoint
 from .rest import RestApi
 from .settings import EventHandlerSettings, HubSettings, ServiceSettings
 from .upstream import UpstreamDispatcher, UpstreamLog
@@ -149,6 +150,7 @@ class LocalWebPubSub:
         self.dispatcher = UpstreamDispatcher(self.settings, self.upstream_log, self._upstream_token)
         self.connections = ConnectionManager(self.settings, self.dispatcher)
         clients = ClientEndpoint(self.settings, self.connections, self.dispatcher, self.bound_endpoint)
+        mqtt = MqttEndpoint(self.settings, self.connections, self.dispatcher, self.bound_endpoint)
         rest = RestApi(self.settings, self.connections, self.bound_endpoint)
         identity = ManagedIdentityEndpoint(self.settings)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,6 +159,7 @@ class LocalWebPubSub:
                 WebSocketRoute("/client/hubs/{hub}", clients.handle),
                 WebSocketRoute("/client", clients.handle),
                 WebSocketRoute("/client/", clients.handle),
+                WebSocketRoute(MQTT_PATH, mqtt.handle),
                 Route("/api/{rest:path}", rest.handle, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
                 Route(IDENTITY_PATH, identity.handle, methods=["GET"]),
                 Route(DISCOVERY_PATH, self._discovery_route, methods=["GET"]),

@@ -41,7 +41,14 @@ from .settings import ServiceSettings
 from .tokens import ClientIdentity, TokenError, TokenKeys, validate_client_token
 from .upstream import EventContext, UpstreamDispatcher, UserEventOutcome
 
-__all__ = ["HUB_NAME", "ClientEndpoint"]
+__all__ = [
+    "HUB_NAME",
+    "ClientEndpoint",
+    "apply_connect_response",
+    "bearer_token",
+    "connect_event_body",
+    "refuse_handshake",
+]
 
 logger = logging.getLogger("devstack.webpubsub.clients")
 
@@ -84,7 +91,7 @@ class ClientEndpoint:
         await websocket.receive()  # the websocket.connect message: the handshake is now ours to answer
         raw_hub = websocket.path_params.get("hub") or websocket.query_params.get("hub") or ""
         if not HUB_NAME.fullmatch(raw_hub):
-            await _refuse(websocket, 400, "The hub name is missing or invalid.")
+            await refuse_handshake(websocket, 400, "The hub name is missing or invalid.")
             return
         hub = raw_hub.lower()
         offered = [str(name) for name in websocket.scope.get("subprotocols", [])]
@@ -96,7 +103,7 @@ class ClientEndpoint:
             connection, groups = await self._admit(websocket, raw_hub, hub, offered)
         except _Refusal as refusal:
             logger.info("handshake refused (%s): %s", refusal.status, refusal.reason)
-            await _refuse(websocket, refusal.status, refusal.reason)
+            await refuse_handshake(websocket, refusal.status, refusal.reason)
             return
         try:
             await websocket.accept(subprotocol=connection.subprotocol)
@@ -122,7 +129,7 @@ class ClientEndpoint:
         self, websocket: WebSocket, raw_hub: str, hub: str, offered: list[str]
     ) -> tuple[ClientConnection, list[str]]:
         """Authenticate, ask the event handler, and build the connection; or raise _Refusal."""
-        token = websocket.query_params.get("access_token") or _bearer(websocket.headers.get("authorization"))
+        token = websocket.query_params.get("access_token") or bearer_token(websocket.headers.get("authorization"))
         if not token:
             raise _Refusal(401, "An access token is required (access_token query or Authorization header).")
         endpoint = self.endpoint()
@@ -140,7 +147,7 @@ class ClientEndpoint:
         connection_state: str | None = None
 
         context = EventContext(hub, connection_id, user_id, subprotocol, None, origin_host)
-        outcome = await self.dispatcher.connect(context, _connect_body(websocket, identity, offered))
+        outcome = await self.dispatcher.connect(context, connect_event_body(websocket, identity, offered))
         if outcome is not None:
             if not outcome.accepted:
                 status = outcome.status if 400 <= outcome.status < 500 else 500
@@ -148,7 +155,7 @@ class ClientEndpoint:
             connection_state = outcome.connection_state
             body = outcome.body or {}
             try:
-                user_id, roles, groups, subprotocol = _apply_connect_response(
+                user_id, roles, groups, subprotocol = apply_connect_response(
                     body, user_id, roles, groups, subprotocol, offered
                 )
             except ValueError as error:
@@ -349,7 +356,7 @@ class ClientEndpoint:
         connection.lane.submit(send_event)
 
 
-async def _refuse(websocket: WebSocket, status: int, reason: str) -> None:
+async def refuse_handshake(websocket: WebSocket, status: int, reason: str) -> None:
     """Answer the handshake with a plain HTTP response instead of upgrading."""
     try:
         await websocket.send_denial_response(PlainTextResponse(reason, status_code=status))
@@ -370,7 +377,7 @@ def _invoke_error(outcome: UserEventOutcome) -> tuple[str, str]:
     return "InternalServerError", "The event handler failed to handle the invocation."
 
 
-def _bearer(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
     if authorization and authorization[:7].lower() == "bearer ":
         return authorization[7:].strip() or None
     return None
@@ -382,7 +389,7 @@ def _status_text(status: int) -> str:
     return f"The event handler rejected the connection ({status})."
 
 
-def _connect_body(websocket: WebSocket, identity: ClientIdentity, offered: list[str]) -> dict[str, Any]:
+def connect_event_body(websocket: WebSocket, identity: ClientIdentity, offered: list[str]) -> dict[str, Any]:
     """The ``connect`` event body: every dictionary value is an array of strings."""
     query: defaultdict[str, list[str]] = defaultdict(list)
     for name, value in websocket.query_params.multi_items():
@@ -407,7 +414,7 @@ def _claim_values(value: Any) -> list[str]:
     return [item if isinstance(item, str) else json.dumps(item) for item in items]
 
 
-def _apply_connect_response(
+def apply_connect_response(
     body: dict[str, Any],
     user_id: str | None,
     roles: list[str],

@@ -23,6 +23,13 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket
 
+from .mqtt_session import (
+    ADMINISTRATIVE_ACTION,
+    QUOTA_EXCEEDED,
+    SERVER_MESSAGES_TOPIC,
+    DisconnectRecord,
+    MqttSession,
+)
 from .permissions import RolePermissions
 from .protobuf_protocol import PROTOBUF_CODEC, ProtobufCodec
 from .protocol import JSON_CODEC, Codec, Frame, Payload
@@ -114,6 +121,7 @@ class ClientConnection:
         subprotocol: str | None,
         origin_host: str,
         connection_state: str | None,
+        mqtt: MqttSession | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.hub = hub
@@ -141,10 +149,14 @@ class ClientConnection:
         self._next_event_id = 1  # ce-id 0 was the connect event
         #: Ends a dropped reliable connection once the recovery window has passed.
         self.recovery_timer: asyncio.TimerHandle | None = None
+        #: The MQTT session, for an MQTT client (whose connection id is its client id).
+        self.mqtt = mqtt
 
     @property
     def mode(self) -> str:
-        """``raw``, ``json``, ``reliable``, ``protobuf`` or ``protobuf.reliable`` (for the debug route)."""
+        """``raw``, ``json``, ``reliable``, ``protobuf``, ``protobuf.reliable`` or ``mqtt`` (for the debug route)."""
+        if self.mqtt is not None:
+            return "mqtt"
         if self.codec is None:
             return "raw"
         if isinstance(self.codec, ProtobufCodec):
@@ -173,7 +185,19 @@ class ClientConnection:
             subprotocol=self.subprotocol,
             connection_state=self.connection_state,
             origin_host=self.origin_host,
+            physical_connection_id=self.mqtt.physical_connection_id if self.mqtt else None,
+            session_id=self.mqtt.session_id if self.mqtt else None,
         )
+
+    def retention_seconds(self, recovery_window: float) -> float:
+        """How long the connection outlives a lost socket: a reliable one the recovery window, an
+        MQTT session its expiry interval (capped by the window), any other one not at all."""
+        if self.mqtt is not None:
+            return min(self.mqtt.expiry_seconds, recovery_window)
+        return recovery_window if self.reliable else 0.0
+
+    def disconnected_body(self, reason: str | None) -> dict[str, object]:
+        return self.mqtt.disconnected_body(reason) if self.mqtt is not None else {"reason": reason}
 
     def send_control(self, frame: Frame) -> None:
         """Acks, pongs, system messages: not sequenced, lost if no socket is attached."""
@@ -237,14 +261,11 @@ class ConnectionManager:
         connection.transport = None
         if connection.closed:
             return
-        if recoverable and connection.reliable:
+        retention = connection.retention_seconds(self.settings.recovery_window_seconds) if recoverable else 0.0
+        if retention > 0:
             loop = asyncio.get_running_loop()
-            connection.recovery_timer = loop.call_later(self.settings.recovery_window_seconds, self._expire, connection)
-            logger.info(
-                "connection %s dropped; recoverable for %.0f s",
-                connection.connection_id,
-                self.settings.recovery_window_seconds,
-            )
+            connection.recovery_timer = loop.call_later(retention, self._expire, connection)
+            logger.info("connection %s dropped; recoverable for %.0f s", connection.connection_id, retention)
             return
         self._remove(connection, reason)
 
@@ -260,13 +281,22 @@ class ConnectionManager:
             return None
         return connection
 
-    def close(self, connection: ClientConnection, reason: str, *, code: int = 1000) -> None:
-        """Close by the service: tell a JSON client why, then end the connection for good."""
+    def close(
+        self, connection: ClientConnection, reason: str, *, code: int = 1000, mqtt_code: int = ADMINISTRATIVE_ACTION
+    ) -> None:
+        """Close by the service: tell a PubSub client why (an MQTT 5.0 client with a DISCONNECT
+        carrying ``mqtt_code``), then end the connection for good."""
         if connection.closed:
             return
         transport = connection.transport
+        last_frame: Frame | None = None
+        if connection.mqtt is not None:
+            session = connection.mqtt
+            session.last_disconnect = DisconnectRecord(False, mqtt_code if session.v5 else None, None, reason)
+            last_frame = session.farewell(mqtt_code, reason) if transport is not None else None
+        elif connection.codec is not None:
+            last_frame = connection.codec.disconnected(reason)
         if transport is not None:
-            last_frame = connection.codec.disconnected(reason) if connection.codec is not None else None
             transport.close(code, reason, final=True, last_frame=last_frame)
         self._remove(connection, reason)
 
@@ -309,8 +339,10 @@ class ConnectionManager:
         event_id = connection.next_event_id()
         dispatcher = self.dispatcher
 
+        body = connection.disconnected_body(reason)
+
         async def send_disconnected() -> None:
-            await dispatcher.notify(context, "disconnected", {"reason": reason}, event_id)
+            await dispatcher.notify(context, "disconnected", body, event_id)
 
         connection.lane.submit(send_disconnected)
         connection.lane.finish()
@@ -340,6 +372,10 @@ class ConnectionManager:
             members.discard(connection.connection_id)
             if not members:
                 del self._group_members[(connection.hub, group)]
+
+    def by_id(self, connection_id: str) -> ClientConnection | None:
+        """A connection of any hub: MQTT client ids must not collide with another hub's or protocol's."""
+        return self._connections.get(connection_id)
 
     def get(self, hub: str, connection_id: str) -> ClientConnection | None:
         connection = self._connections.get(connection_id)
@@ -394,18 +430,36 @@ class ConnectionManager:
 
     # ----- data messages --------------------------------------------------------------------
 
-    def send_from_server(self, connections: Iterable[ClientConnection], payload: Payload) -> None:
+    def send_from_server(
+        self, connections: Iterable[ClientConnection], payload: Payload, *, group: str | None = None
+    ) -> None:
+        """A REST message: to a group's members as a group message for MQTT clients (topic = group),
+        else on ``$webpubsub/server/messages``; published with QoS 1."""
+        topic = group if group is not None else SERVER_MESSAGES_TOPIC
         for connection in list(connections):
-            self._deliver(connection, payload, lambda codec, sequence_id: codec.server_message(payload, sequence_id))
+            self._deliver(
+                connection,
+                payload,
+                lambda codec, sequence_id: codec.server_message(payload, sequence_id),
+                topic=topic,
+                qos=1,
+            )
 
-    def send_from_client(self, sender: ClientConnection, group: str, payload: Payload, *, no_echo: bool) -> None:
+    def send_from_client(
+        self, sender: ClientConnection, group: str, payload: Payload, *, no_echo: bool, qos: int = 1
+    ) -> None:
+        """A client's group message; ``qos`` is an MQTT publisher's (a PubSub client's counts as 1)."""
         for connection in self.in_group(sender.hub, group):
-            if no_echo and connection is sender:
-                continue
+            if connection is sender:
+                subscription = connection.mqtt.subscription(group) if connection.mqtt is not None else None
+                if no_echo or (subscription is not None and subscription.no_local):
+                    continue
             self._deliver(
                 connection,
                 payload,
                 lambda codec, sequence_id: codec.group_message(group, sender.user_id, payload, sequence_id),
+                topic=group,
+                qos=qos,
             )
 
     def acknowledge(self, connection: ClientConnection, sequence_id: int) -> None:
@@ -417,14 +471,31 @@ class ConnectionManager:
             connection.unacked.popitem(last=False)
 
     def _deliver(
-        self, connection: ClientConnection, payload: Payload, render: Callable[[Codec, int | None], Frame]
+        self,
+        connection: ClientConnection,
+        payload: Payload,
+        render: Callable[[Codec, int | None], Frame],
+        *,
+        topic: str,
+        qos: int,
     ) -> None:
-        """Queue a data message: ``render`` makes a PubSub client's frame; a simple client gets the raw data."""
+        """Queue a data message: ``render`` makes a PubSub client's frame; a simple client gets the raw
+        data, an MQTT client a PUBLISH to ``topic`` at min(``qos``, its subscription's QoS)."""
         if connection.closed:
             return
         frame: Frame
         codec = connection.codec
-        if codec is None:
+        if connection.mqtt is not None:
+            session = connection.mqtt
+            delivery_qos = session.delivery_qos(topic, qos)
+            if delivery_qos == 0 and connection.transport is None:
+                return  # QoS 0 is not kept for an offline session
+            packet = session.publish(topic, payload, delivery_qos)
+            if packet is None:
+                self.close(connection, "too many unacknowledged messages", code=1008, mqtt_code=QUOTA_EXCEEDED)
+                return
+            frame = packet
+        elif codec is None:
             frame = payload.body if payload.data_type in ("binary", "protobuf") else payload.body.decode("utf-8")
         elif not connection.reliable:
             frame = render(codec, None)

@@ -164,7 +164,8 @@ class RestApi:
         return await self._send(call, self.manager.in_hub(call.hub))
 
     async def send_to_group(self, call: _Call) -> Response:
-        return await self._send(call, self.manager.in_group(call.hub, call.name("group")))
+        group = call.name("group")
+        return await self._send(call, self.manager.in_group(call.hub, group), group=group)
 
     async def send_to_user(self, call: _Call) -> Response:
         return await self._send(call, self.manager.of_user(call.hub, call.name("user")))
@@ -176,10 +177,10 @@ class RestApi:
             self.manager.send_from_server([connection], payload)
         return Response(status_code=202)
 
-    async def _send(self, call: _Call, candidates: list[ClientConnection]) -> Response:
+    async def _send(self, call: _Call, candidates: list[ClientConnection], group: str | None = None) -> Response:
         selection = call.filter()
         payload = await _payload(call)
-        self.manager.send_from_server(_selected(candidates, call.excluded(), selection), payload)
+        self.manager.send_from_server(_selected(candidates, call.excluded(), selection), payload, group=group)
         return Response(status_code=202)
 
     # ----- existence and listing ----------------------------------------------------------

@@ -88,15 +88,18 @@ class RestCaller:
     principal_id: str | None = None
 
 
-def validate_client_token(token: str, key: bytes, *, endpoint: str, hub: str) -> ClientIdentity:
+def validate_client_token(
+    token: str, key: bytes, *, endpoint: str, hub: str, client_path: str = "client"
+) -> ClientIdentity:
     """Check a client access token against the service's own endpoint.
 
-    The token's audience must be ``<endpoint>/client/hubs/<hub>`` for the *configured* endpoint
-    (never the client's ``Host`` header, which a web page can choose), in its http(s) or ws(s)
-    spelling, compared case-insensitively, trailing slash tolerated.
+    The token's audience must be ``<endpoint>/<client_path>/hubs/<hub>`` for the *configured*
+    endpoint (never the client's ``Host`` header, which a web page can choose), in its http(s) or
+    ws(s) spelling, compared case-insensitively, trailing slash tolerated. ``client_path`` is
+    ``clients/mqtt`` on the MQTT endpoint: a token is good for the client type it was made for.
     """
     claims = _decode_hs256(token, key)
-    expected = f"{endpoint.rstrip('/')}/client/hubs/{hub}"
+    expected = f"{endpoint.rstrip('/')}/{client_path}/hubs/{hub}"
     if not any(_same_url(audience, expected) for audience in _audiences(claims)):
         raise TokenError("the token's audience does not match this endpoint and hub")
     return client_identity_from_claims(claims)

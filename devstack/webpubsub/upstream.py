@@ -127,11 +127,18 @@ class EventContext:
     connection_state: str | None
     #: The service host name the client used, without port: sent as WebHook-Request-Origin.
     origin_host: str
+    #: MQTT only: the physical (WebSocket) connection and the session (absent on ``connect``).
+    physical_connection_id: str | None = None
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
 class ConnectOutcome:
-    """The event handler's answer to ``connect``: accept (2xx) with optional changes, or a status."""
+    """The event handler's answer to ``connect``: accept (2xx) with optional changes, or a status.
+
+    ``body`` is the JSON object the handler answered with: the changes of an accepting answer,
+    or a refusal's details (an MQTT client's ``{"mqtt": {"code", "reason", "userProperties"}}``).
+    """
 
     status: int
     body: dict[str, Any] | None = None
@@ -152,9 +159,11 @@ class UserEventOutcome:
     reply: Payload | None = None
     connection_state: str | None = None
     detail: str | None = None
-    #: The handler's status when it answered with a failure, and its text body (for invoke errors).
+    #: The handler's status (None when it could not be reached), and a failure's text body (invoke errors).
     status: int | None = None
     error_text: str | None = None
+    #: The answer's ``mqtt-*`` headers, names without the prefix: an MQTT response's user properties.
+    mqtt_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -264,24 +273,25 @@ class UpstreamDispatcher:
         response = await self._deliver(handler, context, "connect", "azure.webpubsub.sys.connect", 0, content)
         if isinstance(response, str):
             return ConnectOutcome(status=500, detail=response)
-        if 400 <= response.status_code < 500:
-            return ConnectOutcome(status=response.status_code, detail=f"event handler answered {response.status_code}")
         if not 200 <= response.status_code < 300:
-            return ConnectOutcome(status=500, detail=f"event handler answered {response.status_code}")
-        parsed: dict[str, Any] | None = None
-        if response.content.strip():
-            try:
-                loaded = json.loads(response.content)
-            except ValueError:
-                return ConnectOutcome(status=500, detail="connect response body is not JSON")
-            if loaded is not None and not isinstance(loaded, dict):
-                return ConnectOutcome(status=500, detail="connect response body is not a JSON object")
-            parsed = loaded
+            detail = f"event handler answered {response.status_code}"
+            refusal = _json_object(response.content)
+            status = response.status_code if 400 <= response.status_code < 500 else 500
+            return ConnectOutcome(status=status, body=refusal if isinstance(refusal, dict) else None, detail=detail)
+        parsed = _json_object(response.content)
+        if isinstance(parsed, str):
+            return ConnectOutcome(status=500, detail=parsed)
         return ConnectOutcome(status=response.status_code, body=parsed, connection_state=_connection_state(response))
 
     async def user_event(
-        self, context: EventContext, event_name: str, payload: Payload, event_id: int
+        self,
+        context: EventContext,
+        event_name: str,
+        payload: Payload,
+        event_id: int,
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> UserEventOutcome:
+        """Send a user event; ``extra_headers`` are added as they are (an MQTT request's ``mqtt-*``)."""
         handler = self.handler_for(context.hub, event_name, system=False)
         if handler is None:
             self.log.add(
@@ -306,15 +316,22 @@ class UpstreamDispatcher:
             event_id,
             payload.body,
             content_type=payload.content_type,
+            extra_headers=extra_headers,
         )
         if isinstance(response, str):
             return UserEventOutcome(False, detail=response)
+        mqtt_headers = tuple(
+            (name[5:], value)
+            for name, value in response.headers.multi_items()
+            if name.lower().startswith("mqtt-") and len(name) > 5
+        )
         if not 200 <= response.status_code < 300:
             return UserEventOutcome(
                 False,
                 detail=f"event handler answered {response.status_code}",
                 status=response.status_code,
                 error_text=_text_body(response),
+                mqtt_headers=mqtt_headers,
             )
         reply: Payload | None = None
         if response.content:
@@ -322,7 +339,13 @@ class UpstreamDispatcher:
                 reply = Payload.from_content_type(response.headers.get("content-type"), response.content)
             except ValueError as error:
                 return UserEventOutcome(False, detail=f"event handler reply rejected: {error}")
-        return UserEventOutcome(True, reply=reply, connection_state=_connection_state(response))
+        return UserEventOutcome(
+            True,
+            reply=reply,
+            connection_state=_connection_state(response),
+            status=response.status_code,
+            mqtt_headers=mqtt_headers,
+        )
 
     async def notify(self, context: EventContext, event_name: str, body: dict[str, Any], event_id: int) -> None:
         """Send ``connected`` or ``disconnected``; the answer only matters to the log."""
@@ -342,6 +365,7 @@ class UpstreamDispatcher:
         event_id: int,
         content: bytes,
         content_type: str = "application/json; charset=utf-8",
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> httpx.Response | str:
         """POST one CloudEvent; the response, or a short reason why there is none."""
         record = {
@@ -365,9 +389,11 @@ class UpstreamDispatcher:
             )
             logger.warning("upstream %s %s blocked: %s", event_name, context.connection_id, reason)
             return reason
-        headers = self._cloud_event_headers(context, event_name, ce_type, event_id)
-        headers["Content-Type"] = content_type
-        headers.update(self._auth_headers(handler))
+        base = self._cloud_event_headers(context, event_name, ce_type, event_id)
+        base["Content-Type"] = content_type
+        base.update(self._auth_headers(handler))
+        # A list, not a dict: an MQTT request may repeat a user property name.
+        headers = [*base.items(), *extra_headers]
         started = time.monotonic()
         try:
             response = await self._http().post(url, content=content, headers=headers)
@@ -398,7 +424,8 @@ class UpstreamDispatcher:
         headers = {
             "ce-specversion": "1.0",
             "ce-type": ce_type,
-            "ce-source": f"/hubs/{context.hub}/client/{context.connection_id}",
+            "ce-source": f"/hubs/{context.hub}/client/{context.connection_id}"
+            + (f"/{context.physical_connection_id}" if context.physical_connection_id else ""),
             "ce-id": str(event_id),
             "ce-time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "ce-awpsversion": "1.0",
@@ -414,6 +441,10 @@ class UpstreamDispatcher:
             headers["ce-subprotocol"] = context.subprotocol
         if context.connection_state:
             headers["ce-connectionState"] = context.connection_state
+        if context.physical_connection_id:
+            headers["ce-physicalConnectionId"] = context.physical_connection_id
+        if context.session_id:
+            headers["ce-sessionId"] = context.session_id
         return headers
 
     async def _validated(self, handler: EventHandlerSettings, hub: str, origin_host: str) -> bool:
@@ -508,6 +539,19 @@ def _text_body(response: httpx.Response, limit: int = 4096) -> str | None:
     if media_type not in ("text/plain", "application/json") or not response.content:
         return None
     return response.content[:limit].decode("utf-8", errors="replace")
+
+
+def _json_object(content: bytes) -> dict[str, Any] | str | None:
+    """A body's JSON object, None for an empty body, or a short reason why it is neither."""
+    if not content.strip():
+        return None
+    try:
+        loaded = json.loads(content)
+    except ValueError:
+        return "connect response body is not JSON"
+    if loaded is not None and not isinstance(loaded, dict):
+        return "connect response body is not a JSON object"
+    return loaded
 
 
 def _connection_state(response: httpx.Response) -> str | None:
