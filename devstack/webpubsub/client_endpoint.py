@@ -44,7 +44,9 @@ from .upstream import EventContext, UpstreamDispatcher, UserEventOutcome
 __all__ = [
     "HUB_NAME",
     "ClientEndpoint",
+    "HandshakeRefusal",
     "apply_connect_response",
+    "authenticate",
     "bearer_token",
     "connect_event_body",
     "refuse_handshake",
@@ -63,7 +65,9 @@ _INVOKE_ERROR_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden",
 _MAX_INVOKE_ERROR_MESSAGE = 1024
 
 
-class _Refusal(Exception):
+class HandshakeRefusal(Exception):
+    """The upgrade is refused with this HTTP status and text (what clients of the service see)."""
+
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
@@ -101,7 +105,7 @@ class ClientEndpoint:
             return
         try:
             connection, groups = await self._admit(websocket, raw_hub, hub, offered)
-        except _Refusal as refusal:
+        except HandshakeRefusal as refusal:
             logger.info("handshake refused (%s): %s", refusal.status, refusal.reason)
             await refuse_handshake(websocket, refusal.status, refusal.reason)
             return
@@ -128,17 +132,9 @@ class ClientEndpoint:
     async def _admit(
         self, websocket: WebSocket, raw_hub: str, hub: str, offered: list[str]
     ) -> tuple[ClientConnection, list[str]]:
-        """Authenticate, ask the event handler, and build the connection; or raise _Refusal."""
-        token = websocket.query_params.get("access_token") or bearer_token(websocket.headers.get("authorization"))
-        if not token:
-            raise _Refusal(401, "An access token is required (access_token query or Authorization header).")
+        """Authenticate, ask the event handler, and build the connection; or raise HandshakeRefusal."""
         endpoint = self.endpoint()
-        try:
-            identity = validate_client_token(token, self.keys.client, endpoint=endpoint, hub=raw_hub)
-        except TokenError as error:
-            raise _Refusal(401, f"Unauthorized: {error}.") from error
-        if not all(is_valid_group_name(group) for group in identity.groups):
-            raise _Refusal(400, "The token contains an invalid group name.")
+        identity = authenticate(websocket, self.keys.client, endpoint=endpoint, hub=raw_hub)
 
         connection_id = new_connection_id()
         origin_host = urlsplit(endpoint).hostname or "localhost"
@@ -151,7 +147,7 @@ class ClientEndpoint:
         if outcome is not None:
             if not outcome.accepted:
                 status = outcome.status if 400 <= outcome.status < 500 else 500
-                raise _Refusal(status, _status_text(status))
+                raise HandshakeRefusal(status, _status_text(status))
             connection_state = outcome.connection_state
             body = outcome.body or {}
             try:
@@ -160,7 +156,7 @@ class ClientEndpoint:
                 )
             except ValueError as error:
                 logger.warning("connect response rejected: %s", error)
-                raise _Refusal(500, "The event handler's connect response is invalid.") from error
+                raise HandshakeRefusal(500, "The event handler's connect response is invalid.") from error
 
         connection = ClientConnection(
             connection_id=connection_id,
@@ -354,6 +350,22 @@ class ClientEndpoint:
                 connection.lane.capacity.release()
 
         connection.lane.submit(send_event)
+
+
+def authenticate(
+    websocket: WebSocket, key: bytes, *, endpoint: str, hub: str, client_path: str = "client"
+) -> ClientIdentity:
+    """The client's identity from its access token (query or bearer header); HandshakeRefusal otherwise."""
+    token = websocket.query_params.get("access_token") or bearer_token(websocket.headers.get("authorization"))
+    if not token:
+        raise HandshakeRefusal(401, "An access token is required (access_token query or Authorization header).")
+    try:
+        identity = validate_client_token(token, key, endpoint=endpoint, hub=hub, client_path=client_path)
+    except TokenError as error:
+        raise HandshakeRefusal(401, f"Unauthorized: {error}.") from error
+    if not all(is_valid_group_name(group) for group in identity.groups):
+        raise HandshakeRefusal(400, "The token contains an invalid group name.")
+    return identity
 
 
 async def refuse_handshake(websocket: WebSocket, status: int, reason: str) -> None:

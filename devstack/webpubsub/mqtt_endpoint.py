@@ -28,8 +28,9 @@ from starlette.websockets import WebSocket
 
 from .client_endpoint import (
     HUB_NAME,
+    HandshakeRefusal,
     apply_connect_response,
-    bearer_token,
+    authenticate,
     connect_event_body,
     refuse_handshake,
 )
@@ -100,7 +101,7 @@ from .mqtt_session import (
 from .permissions import GroupAction, is_valid_group_name
 from .protocol import Payload, is_valid_event_name
 from .settings import ServiceSettings
-from .tokens import ClientIdentity, TokenError, TokenKeys, validate_client_token
+from .tokens import ClientIdentity, TokenKeys
 from .upstream import EventContext, UpstreamDispatcher
 
 __all__ = ["MQTT_PATH", "MQTT_SUBPROTOCOL", "MqttEndpoint"]
@@ -151,19 +152,12 @@ class MqttEndpoint:
         if MQTT_SUBPROTOCOL not in (name.lower() for name in offered):
             await refuse_handshake(websocket, 400, "MQTT clients must offer the 'mqtt' WebSocket subprotocol.")
             return
-        token = websocket.query_params.get("access_token") or bearer_token(websocket.headers.get("authorization"))
-        if not token:
-            await refuse_handshake(websocket, 401, "An access token is required (access_token query or Authorization).")
-            return
         try:
-            identity = validate_client_token(
-                token, self.keys.client, endpoint=self.endpoint(), hub=raw_hub, client_path=MQTT_CLIENT_PATH
+            identity = authenticate(
+                websocket, self.keys.client, endpoint=self.endpoint(), hub=raw_hub, client_path=MQTT_CLIENT_PATH
             )
-        except TokenError as error:
-            await refuse_handshake(websocket, 401, f"Unauthorized: {error}.")
-            return
-        if not all(is_valid_group_name(group) for group in identity.groups):
-            await refuse_handshake(websocket, 400, "The token contains an invalid group name.")
+        except HandshakeRefusal as refusal:
+            await refuse_handshake(websocket, refusal.status, refusal.reason)
             return
         try:
             await websocket.accept(subprotocol=MQTT_SUBPROTOCOL)
