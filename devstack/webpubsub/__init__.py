@@ -1,7 +1,8 @@
 """A local Web PubSub service: a development stand-in for Azure Web PubSub, never deployed.
 
 It speaks the service's client protocols (JSON and protobuf subprotocols, reliable or not, invoke,
-simple WebSocket clients), CloudEvents upstream with per-hub event handler settings and
+simple WebSocket clients, MQTT 3.1.1 and 5.0 on ``/clients/mqtt/hubs/{hub}``; not Socket.IO),
+CloudEvents upstream with per-hub event handler settings and
 ManagedIdentity auth, and the data-plane REST API closely enough for the official SDKs and the
 app to run unchanged on one machine (docs/local-webpubsub.md). Production uses Azure Web PubSub.
 
