@@ -205,9 +205,13 @@ class MqttTestClient:
             getattr(sock, "_socket").close()  # noqa: B009 - paho's WebSocket wrapper keeps the TCP socket there
 
     def stop(self) -> None:
+        """Disconnect if still connected, and close the socket in any case (a refused client keeps it open)."""
         self.client.loop_stop()
         if self.client.is_connected():
             self.client.disconnect()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
 
     # ----- callbacks -----------------------------------------------------------------------
 
