@@ -67,8 +67,15 @@ param negotiateGroups string = 'chat'
 @maxValue(1440)
 param tokenLifetimeMinutes int = 60
 
-@description('Name of the Web PubSub hub.')
+@description('Name of the Web PubSub hub; negotiate issues for it unless a client names another served hub.')
 param hubName string = 'chat'
+
+@description('More hubs the same app serves beside hubName (e.g. [\'notifications\']), each with the same event handler and auth.')
+param additionalHubNames array = []
+
+// Every hub the app serves: a hub resource each, all listed in WEBPUBSUB_HUBS (space-separated,
+// because a hub name may contain a comma).
+var hubNames = concat([hubName], additionalHubNames)
 
 @description('Web PubSub SKU.')
 @allowed([
@@ -206,6 +213,10 @@ var commonSettings = [
   {
     name: 'WEBPUBSUB_HUB'
     value: hubName
+  }
+  {
+    name: 'WEBPUBSUB_HUBS'
+    value: join(hubNames, ' ')
   }
   {
     name: 'WEBPUBSUB_CREDENTIAL'
@@ -491,7 +502,7 @@ module hub 'modules/hub.bicep' = {
   scope: rg
   params: {
     webPubSubName: webPubSub.outputs.name
-    hubName: hubName
+    hubNames: hubNames
     eventHandlerUrl: eventHandlerUrl
     upstreamAuthResource: useKeyVault ? '' : authClientId
   }
@@ -523,5 +534,6 @@ output EVENT_HANDLER_URL string = eventHandlerUrl
 output HEALTH_URL string = 'https://${functionApp.outputs.defaultHostName}/api/health'
 output WEBPUBSUB_NAME string = webPubSub.outputs.name
 output WEBPUBSUB_HOST_NAME string = webPubSub.outputs.hostName
-output WEBPUBSUB_HUB_NAME string = hub.outputs.name
+output WEBPUBSUB_HUB_NAME string = hubName
+output WEBPUBSUB_HUB_NAMES array = hub.outputs.names
 output KEYVAULT_NAME string = useKeyVault ? keyVault.outputs.name : ''

@@ -1,13 +1,13 @@
-// The Web PubSub hub and its event handler, which points at the Function App's event handler
-// route. In entra mode the service authenticates each call with a token from its managed
+// The Web PubSub hubs the app serves, each with the same event handler, which points at the
+// Function App's event handler route. In entra mode the service authenticates each call with a token from its managed
 // identity for the app registration (upstreamAuthResource); in keyvault mode the app checks
 // the ce-signature HMAC made with the access key instead.
 
 @description('Name of the existing Web PubSub resource.')
 param webPubSubName string
 
-@description('Name of the hub; the app reads the same value from WEBPUBSUB_HUB.')
-param hubName string
+@description('Names of the hubs; the app reads the same list from WEBPUBSUB_HUBS.')
+param hubNames array
 
 @description('URL the service posts CloudEvents to: https://<function host>/api/eventhandler.')
 param eventHandlerUrl string
@@ -29,7 +29,7 @@ resource webPubSub 'Microsoft.SignalRService/webPubSub@2024-03-01' existing = {
   name: webPubSubName
 }
 
-resource hub 'Microsoft.SignalRService/webPubSub/hubs@2024-03-01' = {
+resource hubs 'Microsoft.SignalRService/webPubSub/hubs@2024-03-01' = [for hubName in hubNames: {
   parent: webPubSub
   name: hubName
   properties: {
@@ -48,6 +48,6 @@ resource hub 'Microsoft.SignalRService/webPubSub/hubs@2024-03-01' = {
     ]
     eventListeners: []
   }
-}
+}]
 
-output name string = hub.name
+output names array = [for (hubName, index) in hubNames: hubs[index].name]

@@ -41,7 +41,7 @@ PLACEHOLDERS: Mapping[str, Any] = {
     # from the app's name instead of site.properties.defaultHostName shows up as a mismatch.
     "functionApp.outputs.defaultHostName": "func-abc123-d4e5f6a7b8c9d0e1.westeurope-01.azurewebsites.net",
     "functionApp.outputs.name": "func-abc123",
-    "hub.outputs.name": "chat",
+    "hub.outputs.names": ["chat"],
     "rg.name": "rg-dev",
     "network.outputs.id": f"{_RG}/Microsoft.Network/virtualNetworks/vnet-abc123",
     "network.outputs.appSubnetId": f"{_RG}/Microsoft.Network/virtualNetworks/vnet-abc123/subnets/snet-app",
@@ -103,8 +103,8 @@ def module_path(name: str) -> Path:
 def unwrap(block: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """(condition or None, body) of a resource or module; pycep nests conditional ones."""
     config = cast("dict[str, Any]", block["config"])
-    if "condition" in config and "config" in config and isinstance(config["config"], dict):
-        return config["condition"], cast("dict[str, Any]", config["config"])
+    if ("condition" in config or "loop_type" in config) and isinstance(config.get("config"), dict):
+        return config.get("condition"), cast("dict[str, Any]", config["config"])  # a loop's body is per item
     return None, config
 
 
@@ -312,6 +312,11 @@ class Evaluator:
             if not all(isinstance(number, int) for number in numbers):
                 raise Unsupported(f"{kind} over {numbers!r}")
             return max(numbers) if kind == "max" else min(numbers)
+        if kind == "join":
+            items = self.evaluate(arguments["input_array"])
+            if not isinstance(items, list):
+                raise Unsupported(f"join over {items!r}")
+            return str(self.evaluate(arguments["delimiter"])).join(self._stringify(item) for item in items)
         if kind == "split":
             return str(self.evaluate(arguments["input_string"])).split(str(self.evaluate(arguments["delimiter"])))
         if kind == "filter":

@@ -66,9 +66,6 @@ REQUIRED_BY_NEGOTIATE = {
 }
 # Settings for local development only; infra must never set them.
 LOCAL_ONLY = {"WEBPUBSUB_CONNECTION_STRING"}
-# Infra deploys the one hub WEBPUBSUB_HUB names; serving several (WEBPUBSUB_HUBS, NEGOTIATE_GROUPS_<hub>)
-# needs a hub resource per configured hub, which infra does not create yet.
-SEVERAL_HUBS_ONLY = {"WEBPUBSUB_HUBS"}
 # Settings of modes the templates do not offer (EVENTHANDLER_AUTH=appservice: the hub's event handler
 # uses ManagedIdentity auth checked by the app itself, or signatures).
 NOT_OFFERED = {"EVENTHANDLER_APPSERVICE_PRINCIPAL_ID"}
@@ -202,12 +199,7 @@ def test_infra_sets_exactly_the_settings_the_code_reads_in_the_mode(credential: 
     # A setting added to shared/config.py fails here until infra sets it (or it is declared
     # unused in some mode above), so the deployed app never silently runs on a default.
     expected = (
-        SETTING_NAMES
-        - LOCAL_ONLY
-        - SEVERAL_HUBS_ONLY
-        - NOT_OFFERED
-        - UNUSED_BY_CREDENTIAL[credential]
-        - UNUSED_BY_NEGOTIATE[negotiate]
+        SETTING_NAMES - LOCAL_ONLY - NOT_OFFERED - UNUSED_BY_CREDENTIAL[credential] - UNUSED_BY_NEGOTIATE[negotiate]
     )
     assert code_setting_names(app_environ(credential, negotiate)) == expected
 
@@ -327,8 +319,26 @@ def test_the_evaluator_refuses_what_it_does_not_model() -> None:
 def test_the_hub_name_the_app_uses_is_the_hub_infra_creates() -> None:
     evaluator = main_evaluator("entra", "appservice", hubName="lobby")
     _, hub = unwrap(parse(MAIN_BICEP)["modules"]["hub"])
-    assert evaluator.evaluate(hub["params"]["hubName"]) == "lobby"
-    assert app_environ("entra", "appservice", hubName="lobby")["WEBPUBSUB_HUB"] == "lobby"
+    assert evaluator.evaluate(hub["params"]["hubNames"]) == ["lobby"]
+    environ = app_environ("entra", "appservice", hubName="lobby")
+    assert (environ["WEBPUBSUB_HUB"], environ["WEBPUBSUB_HUBS"]) == ("lobby", "lobby")
+    service = load_settings(environ).service
+    assert (service.hub, service.hubs) == ("lobby", ("lobby",))
+
+
+@pytest.mark.parametrize(("credential", "negotiate"), MODES)
+def test_every_hub_the_app_serves_is_a_hub_infra_creates(credential: str, negotiate: str) -> None:
+    """additionalHubNames: one hub resource per served hub, and the app serves exactly those."""
+    extra = {"additionalHubNames": ["notifications", "Ops.Alerts"]}
+    evaluator = main_evaluator(credential, negotiate, **extra)
+    _, hub = unwrap(parse(MAIN_BICEP)["modules"]["hub"])
+    created = evaluator.evaluate(hub["params"]["hubNames"])
+    assert created == ["chat", "notifications", "Ops.Alerts"]
+    service = load_settings(app_environ(credential, negotiate, **extra)).check().service
+    assert (service.hub, list(service.hubs)) == ("chat", created)
+    template = parse(module_path("hub"))
+    (loop,) = [block for block in template["resources"].values() if block["type"].endswith("/hubs")]
+    assert loop["config"]["loop_type"]["detail"] == {"item_name": "hubName", "array_name": "hubNames"}
 
 
 def test_the_app_reads_the_secret_infra_writes_the_access_key_to() -> None:
