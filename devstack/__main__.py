@@ -353,7 +353,10 @@ def describe_settings(settings: Settings) -> str:
     problems = settings.problems
     modes = []
     if Concern.SERVICE not in problems:
-        modes.append(f"WEBPUBSUB_CREDENTIAL={settings.service.credential.value}, hub {settings.service.hub}")
+        service = settings.service
+        others = [hub for hub in service.hubs if hub != service.hub]
+        hubs = f"hub {service.hub}" + (f" (default; also {', '.join(others)})" if others else "")
+        modes.append(f"WEBPUBSUB_CREDENTIAL={service.credential.value}, {hubs}")
     if Concern.NEGOTIATE not in problems:
         modes.append(f"NEGOTIATE_AUTH={settings.negotiate.auth.value}")
     if Concern.EVENT_HANDLER not in problems:

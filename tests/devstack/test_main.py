@@ -28,11 +28,14 @@ from devstack.__main__ import (
     StackError,
     configure_logging,
     describe,
+    describe_settings,
     main,
     parse_arguments,
     start_stack,
 )
+from shared.config import load_settings
 from tests.support.fakes import EMULATOR_KEY
+from tests.support.settings import LOCAL_ENVIRON
 
 
 def arguments(settings: Path, *extra: str) -> list[str]:
@@ -330,3 +333,19 @@ def test_entra_mode_with_eventhandler_auth_bearer_uses_the_local_services_identi
         running.stop()
     assert not any("set EVENTHANDLER_AUTH=none" in line for line in printed), printed
     assert any("calls the event handler with its identity's token" in line for line in printed)
+
+
+def test_the_start_banner_names_the_mode_the_shortcuts_and_every_invalid_setting() -> None:
+    """Printed before the first request: a user sees at once what is on and what is wrong."""
+    banner = describe_settings(
+        load_settings({**LOCAL_ENVIRON, "WEBPUBSUB_HUBS": "chat notifications", "EVENTHANDLER_MAX_BODY_BYTES": "lots"})
+    )
+    first = banner.splitlines()[0]
+    assert first.startswith(
+        "App settings: WEBPUBSUB_CREDENTIAL=connectionstring, hub chat (default; also notifications)"
+    )
+    assert "EVENTHANDLER_AUTH" not in first  # the event handler's settings are invalid: no mode is claimed
+    assert "NEGOTIATE_AUTH=anonymous lets every caller choose its own user id" in banner
+    assert (
+        "eventhandler: EVENTHANDLER_MAX_BODY_BYTES: must be a whole number from 1024 to 16777216, not 'lots'" in banner
+    )
