@@ -4,9 +4,10 @@ Routes, methods and auth levels only: each function hands its request to `shared
 Nothing here reads settings or creates SDK clients; they load lazily on first use, so this import
 cannot fail on configuration (a failing import makes the host report "0 functions found").
 
-All routes are ANONYMOUS at the Functions level on purpose: negotiate authenticates callers itself
-(NEGOTIATE_AUTH), the event handler checks that events come from the service, and health exposes
-nothing secret. A function key would add a shared secret to every client and to the hub's URL.
+All routes are ANONYMOUS at the Functions level on purpose: negotiate and presence authenticate
+callers themselves (NEGOTIATE_AUTH), the publish API too (PUBLISH_AUTH, never anonymous in
+production), the event handler checks that events come from the service, and health exposes nothing
+secret. A function key would add a shared secret to every client and to the hub's URL.
 """
 
 import azure.functions as func
@@ -45,3 +46,33 @@ def health_live(req: func.HttpRequest) -> func.HttpResponse:
 def client(req: func.HttpRequest) -> func.HttpResponse:
     """The demo chat page (client) and its allow-listed static files (client/app.js, client/app.css)."""
     return serve(req, routes.client)
+
+
+@app.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def messages(req: func.HttpRequest) -> func.HttpResponse:
+    """Publish API: send a message to everyone, a group, a user or a connection (PUBLISH_AUTH)."""
+    return serve(req, routes.messages)
+
+
+@app.route(route="groups", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def groups(req: func.HttpRequest) -> func.HttpResponse:
+    """Publish API: add or remove a user or connection to or from groups (PUBLISH_AUTH)."""
+    return serve(req, routes.groups)
+
+
+@app.route(route="connections", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def connections(req: func.HttpRequest) -> func.HttpResponse:
+    """Publish API: close connections, or ask whether a connection, user or group has any (PUBLISH_AUTH)."""
+    return serve(req, routes.connections)
+
+
+@app.route(route="permissions", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def permissions(req: func.HttpRequest) -> func.HttpResponse:
+    """Publish API: grant, revoke or check a connection's permission on a group (PUBLISH_AUTH)."""
+    return serve(req, routes.permissions)
+
+
+@app.route(route="groups/{group}/users", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def group_users(req: func.HttpRequest) -> func.HttpResponse:
+    """Presence: the users online in a group, for a caller negotiate would let use that group."""
+    return serve(req, routes.group_users)

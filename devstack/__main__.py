@@ -361,6 +361,8 @@ def describe_settings(settings: Settings) -> str:
         modes.append(f"NEGOTIATE_AUTH={settings.negotiate.auth.value}")
     if Concern.EVENT_HANDLER not in problems:
         modes.append(f"EVENTHANDLER_AUTH={settings.event_handler.auth.value}")
+    if Concern.PUBLISH not in problems:
+        modes.append(f"PUBLISH_AUTH={settings.publish.auth.value}")
     lines = ["App settings: " + (", ".join(modes) or "none valid")]
     shortcuts = settings.development_shortcuts
     if shortcuts:

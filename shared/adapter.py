@@ -26,7 +26,14 @@ def to_request(req: func.HttpRequest) -> Request:
     query_string = urlsplit(req.url).query
     query = parse_qsl(query_string, keep_blank_values=True) if query_string else list(req.params.items())
     headers = {name.lower(): value for name, value in req.headers.items()}
-    return Request(method=req.method.upper(), url=req.url, headers=headers, query=query, body=req.get_body())
+    return Request(
+        method=req.method.upper(),
+        url=req.url,
+        headers=headers,
+        query=query,
+        body=req.get_body(),
+        route=dict(req.route_params or {}),
+    )
 
 
 def to_http_response(response: Response) -> func.HttpResponse:

@@ -49,6 +49,7 @@ class Concern(enum.StrEnum):
     EVENT_HANDLER = "eventhandler"
     HEALTH = "health"
     CLIENT_PAGE = "client page"
+    PUBLISH = "publish"  # who may call the publish and management API (/api/messages, ...)
 
 
 class CredentialMode(enum.StrEnum):
@@ -71,6 +72,14 @@ class EventAuth(enum.StrEnum):
     """How the event handler proves that a request comes from the Web PubSub service."""
 
     SIGNATURE = "signature"
+    BEARER = "bearer"
+    APP_SERVICE = "appservice"
+    NONE = "none"
+
+
+class PublishAuth(enum.StrEnum):
+    """Who may call the publish and management API: other backends, never anonymous in production."""
+
     BEARER = "bearer"
     APP_SERVICE = "appservice"
     NONE = "none"
@@ -161,6 +170,18 @@ class ClientPageSettings:
     enabled: bool = True
 
 
+DEFAULT_PUBLISH_ROLE = "WebPubSub.Publish"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSettings:
+    """The publish API's callers: a bearer token or App Service principal holding `role`, or anyone (none)."""
+
+    auth: PublishAuth
+    bearer: BearerSettings | None = None
+    role: str = DEFAULT_PUBLISH_ROLE
+
+
 class Settings:
     """Every concern's settings, each either valid or the ConfigError that names its bad setting.
 
@@ -169,7 +190,7 @@ class Settings:
     the defaults (and the error is still listed in `problems`).
     """
 
-    __slots__ = ("_client_page", "_event_handler", "_group_policy", "_health", "_negotiate", "_service")
+    __slots__ = ("_client_page", "_event_handler", "_group_policy", "_health", "_negotiate", "_publish", "_service")
 
     def __init__(
         self,
@@ -180,6 +201,7 @@ class Settings:
         event_handler: EventHandlerSettings | ConfigError,
         health: HealthSettings | ConfigError,
         client_page: ClientPageSettings | ConfigError,
+        publish: PublishSettings | ConfigError,
     ):
         self._service = service
         self._group_policy = group_policy
@@ -187,6 +209,7 @@ class Settings:
         self._event_handler = event_handler
         self._health = health
         self._client_page = client_page
+        self._publish = publish
 
     @property
     def service(self) -> ServiceSettings:
@@ -213,6 +236,10 @@ class Settings:
         return _valid(self._client_page)
 
     @property
+    def publish(self) -> PublishSettings:
+        return _valid(self._publish)
+
+    @property
     def problems(self) -> dict[Concern, ConfigError]:
         """The invalid concerns, each with the error naming its first bad setting."""
         sections = {
@@ -222,6 +249,7 @@ class Settings:
             Concern.EVENT_HANDLER: self._event_handler,
             Concern.HEALTH: self._health,
             Concern.CLIENT_PAGE: self._client_page,
+            Concern.PUBLISH: self._publish,
         }
         return {concern: value for concern, value in sections.items() if isinstance(value, ConfigError)}
 
@@ -244,12 +272,14 @@ class Settings:
             found.append("NEGOTIATE_AUTH=anonymous lets every caller choose its own user id")
         if isinstance(self._event_handler, EventHandlerSettings) and self._event_handler.auth is EventAuth.NONE:
             found.append("EVENTHANDLER_AUTH=none accepts events without proof that they come from the service")
+        if isinstance(self._publish, PublishSettings) and self._publish.auth is PublishAuth.NONE:
+            found.append("PUBLISH_AUTH=none lets any caller send messages and manage groups and connections")
         return tuple(found)
 
     def __repr__(self) -> str:
         parts = ", ".join(
             f"{name}={getattr(self, '_' + name)!r}"
-            for name in ("service", "group_policy", "negotiate", "event_handler", "health", "client_page")
+            for name in ("service", "group_policy", "negotiate", "event_handler", "health", "client_page", "publish")
         )
         return f"Settings({parts})"
 
@@ -300,6 +330,9 @@ SETTINGS_BY_CONCERN: Mapping[Concern, frozenset[str]] = {
     ),
     Concern.HEALTH: frozenset({"HEALTH_DEADLINE_SECONDS", "HEALTH_CACHE_SECONDS"}),
     Concern.CLIENT_PAGE: frozenset({"CLIENT_PAGE_ENABLED"}),
+    Concern.PUBLISH: frozenset(
+        {"PUBLISH_AUTH", "PUBLISH_BEARER_ISSUER", "PUBLISH_BEARER_AUDIENCE", "PUBLISH_BEARER_JWKS_URI", "PUBLISH_ROLE"}
+    ),
 }
 # Every public setting the app reads, besides the per-hub NEGOTIATE_GROUPS_<hub> (group policy).
 SETTING_NAMES = frozenset().union(*SETTINGS_BY_CONCERN.values())
@@ -494,7 +527,7 @@ def _https_url(reader: _Reader, name: str, *, required: bool, why: str = "") -> 
 
 
 def _bearer(reader: _Reader, prefix: str, mode_setting: str) -> BearerSettings:
-    why = f"when {mode_setting}=bearer"
+    why = f"when {mode_setting}=bearer" + ("" if reader.get(mode_setting) else " (the default)")
     issuer = _https_url(reader, f"{prefix}_ISSUER", required=True, why=why)
     audience = reader.require(f"{prefix}_AUDIENCE", why)
     jwks_uri = _https_url(reader, f"{prefix}_JWKS_URI", required=False)
@@ -713,6 +746,23 @@ def load_client_page(reader: _Reader) -> ClientPageSettings:
     return ClientPageSettings(enabled=reader.flag("CLIENT_PAGE_ENABLED", True))
 
 
+# An app role value: Entra ID allows no spaces in it (it is what the `roles` claim carries).
+APP_ROLE_PATTERN = re.compile(r"[!-~]{1,120}")
+
+
+def load_publish(reader: _Reader) -> PublishSettings:
+    auth = reader.choice("PUBLISH_AUTH", PublishAuth, PublishAuth.BEARER)
+    role = reader.get("PUBLISH_ROLE") or DEFAULT_PUBLISH_ROLE
+    if not APP_ROLE_PATTERN.fullmatch(role):
+        raise ConfigError("PUBLISH_ROLE", "must be an app role value: 1-120 visible characters, no spaces", value=role)
+    bearer = None
+    if auth is PublishAuth.BEARER:
+        bearer = _bearer(reader, "PUBLISH_BEARER", "PUBLISH_AUTH")
+    if auth is PublishAuth.APP_SERVICE and not _app_service_auth_enabled(reader):
+        raise ConfigError("PUBLISH_AUTH", f"=appservice {NOT_BEHIND_APP_SERVICE_AUTH}")
+    return PublishSettings(auth=auth, bearer=bearer, role=role)
+
+
 def _section(load: Callable[[_Reader], _Section], reader: _Reader) -> _Section | ConfigError:
     try:
         return load(reader)
@@ -730,4 +780,5 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         event_handler=_section(load_event_handler, reader),
         health=_section(load_health, reader),
         client_page=_section(load_client_page, reader),
+        publish=_section(load_publish, reader),
     )

@@ -25,3 +25,23 @@ def health_live(request: Request) -> Response:
 
 def client(request: Request) -> Response:
     return client_page.serve(request, get_runtime().settings)
+
+
+def messages(request: Request) -> Response:
+    return get_runtime().publish.messages(request)
+
+
+def groups(request: Request) -> Response:
+    return get_runtime().publish.groups(request)
+
+
+def connections(request: Request) -> Response:
+    return get_runtime().publish.connections(request)
+
+
+def permissions(request: Request) -> Response:
+    return get_runtime().publish.permissions(request)
+
+
+def group_users(request: Request) -> Response:
+    return get_runtime().presence.users(request)

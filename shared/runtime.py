@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.config import CredentialMode, ServiceSettings, Settings, load_settings
+from shared.errors import NotFound
 from shared.events import EventDispatcher, EventHandlers, handlers
 from shared.identity import CallerIdentifier, build_identifier
 from shared.negotiate import Negotiator
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from shared.health import HealthMonitor
+    from shared.presence import Presence
+    from shared.publish import PublishApi
+    from shared.service_client import AsyncServiceClient, ServiceClient
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +130,9 @@ class Runtime:
         self._negotiator: Negotiator | None = None
         self._events: EventDispatcher | None = None
         self._health_monitor: HealthMonitor | None = None
+        self._service_clients: dict[str, tuple[ServiceClient, AsyncServiceClient]] = {}
+        self._publish: PublishApi | None = None
+        self._presence: Presence | None = None
         self.async_runner = AsyncRunner()
         self._lock = threading.RLock()
 
@@ -186,6 +193,61 @@ class Runtime:
                     lifetime_minutes=self.settings.negotiate.token_lifetime_minutes,
                 )
             return self._negotiator
+
+    def served_hub(self, hub: str | None) -> str:
+        """The configured spelling of `hub` (the default hub for None); NotFound for a hub not served."""
+        service = self.settings.service
+        if hub is None:
+            return service.hub
+        served = service.served_hub(hub)
+        if served is None:
+            listed = ", ".join(repr(name) for name in service.hubs)
+            raise NotFound(f"This app serves hub {listed}, not {hub[:128]!r}.", code="unknown_hub")
+        return served
+
+    def _clients_for(self, hub: str | None) -> tuple[ServiceClient, AsyncServiceClient]:
+        name = self.served_hub(hub)
+        with self._lock:
+            clients = self._service_clients.get(name.lower())
+            if clients is None:
+                from shared.service_client import AsyncServiceClient, ServiceClient
+
+                client = ServiceClient(self.token_source, name, endpoint=self.settings.service.endpoint)
+                clients = (client, AsyncServiceClient(client))
+                self._service_clients[name.lower()] = clients
+            return clients
+
+    def service_client(self, hub: str | None = None) -> ServiceClient:
+        """The server-side client for `hub` (default hub for None), on the token source's SDK client."""
+        return self._clients_for(hub)[0]
+
+    def async_service_client(self, hub: str | None = None) -> AsyncServiceClient:
+        return self._clients_for(hub)[1]
+
+    @property
+    def publish(self) -> PublishApi:
+        """The publish and management API (/api/messages, ...); needs the publish and service settings."""
+        with self._lock:
+            if self._publish is None:
+                from shared.publish import PublishApi, build_publish_authenticator
+
+                self._publish = PublishApi(
+                    authenticator=build_publish_authenticator(self.settings.publish),
+                    clients=self.service_client,
+                )
+            return self._publish
+
+    @property
+    def presence(self) -> Presence:
+        """Who is online in a group, for callers negotiate would let use that group."""
+        with self._lock:
+            if self._presence is None:
+                from shared.presence import Presence
+
+                self._presence = Presence(
+                    identifier=self.identifier, policy=self.policy_for, clients=self.service_client
+                )
+            return self._presence
 
     @property
     def authenticator(self) -> UpstreamAuthenticator:

@@ -28,6 +28,7 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Sequence[tuple[str, str]] = ()
     body: bytes = b""
+    route: Mapping[str, str] = field(default_factory=dict)  # the route template's values, e.g. {"group": "chat"}
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import pytest
-from azure.messaging.webpubsubclient import WebPubSubClient, WebPubSubClientCredential
+from azure.messaging.webpubsubclient import WebPubSubClient
 from azure.messaging.webpubsubclient.models import (
-    CallbackType,
-    OnConnectedArgs,
-    OnGroupDataMessageArgs,
     OpenClientError,
     SendMessageError,
     WebPubSubDataType,
@@ -34,6 +28,7 @@ from azure.messaging.webpubsubclient.models import (
 
 from devstack.__main__ import RunningStack
 from devstack.webpubsub import RunningWebPubSub, UpstreamRecord
+from tests.support.chat import ChatClient, chat_client, negotiator, service_of
 from tests.support.stack import running_stack
 
 HUB = "chat"
@@ -44,50 +39,6 @@ GROUP = "chat"
 def stack(tmp_path: Path) -> Iterator[RunningStack]:
     with running_stack(tmp_path) as running:
         yield running
-
-
-def service_of(stack: RunningStack) -> RunningWebPubSub:
-    assert stack.service is not None
-    return stack.service
-
-
-def negotiator(stack: RunningStack, user_id: str, *groups: str) -> Callable[[], str]:
-    """The client's URL source: a fresh GET /api/negotiate every time the client needs a URL."""
-
-    def negotiate() -> str:
-        response = httpx.get(stack.url("negotiate"), params=[("userId", user_id), *(("group", g) for g in groups)])
-        assert response.status_code == 200, response.text
-        return str(response.json()["url"])
-
-    return negotiate
-
-
-class ChatClient:
-    """An official client whose callbacks feed queues the test waits on."""
-
-    def __init__(self, url_source: Callable[[], str], **options: Any) -> None:
-        # A short ack timeout sidesteps the client's lost-wakeup race on fast acks (a late, not a wrong, result).
-        options.setdefault("ack_timeout", 1.0)
-        self.client = WebPubSubClient(WebPubSubClientCredential(url_source), start_timeout=10, **options)
-        self.connected: queue.Queue[OnConnectedArgs] = queue.Queue()
-        self.group_messages: queue.Queue[OnGroupDataMessageArgs] = queue.Queue()
-        self.client.subscribe(CallbackType.CONNECTED, self.connected.put)
-        self.client.subscribe(CallbackType.GROUP_MESSAGE, self.group_messages.put)
-
-    def connection_id(self) -> str:
-        connection_id = self.connected.get(timeout=10).connection_id
-        assert connection_id is not None
-        return connection_id
-
-
-@contextmanager
-def chat_client(url_source: Callable[[], str], **options: Any) -> Iterator[ChatClient]:
-    chat = ChatClient(url_source, **options)
-    chat.client.open()
-    try:
-        yield chat
-    finally:
-        chat.client.close()
 
 
 def events_of(service: RunningWebPubSub, connection_id: str) -> list[UpstreamRecord]:

@@ -7,11 +7,13 @@ import pytest
 from shared.config import (
     SETTING_NAMES,
     SETTINGS_BY_CONCERN,
+    BearerSettings,
     Concern,
     CredentialMode,
     EventAuth,
     HealthSettings,
     NegotiateAuth,
+    PublishAuth,
     is_setting_name,
     load_settings,
     parse_connection_string,
@@ -27,6 +29,7 @@ KEYVAULT_ENVIRON = {
     "WEBPUBSUB_KEY_SECRET_NAME": "webpubsub-access-key",
     "NEGOTIATE_AUTH": "appservice",
     "WEBSITE_AUTH_ENABLED": "True",
+    "PUBLISH_AUTH": "appservice",
 }
 ENTRA_OID = "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f"
 ENTRA_ENVIRON = {
@@ -40,6 +43,8 @@ ENTRA_ENVIRON = {
     "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
     "EVENTHANDLER_BEARER_PRINCIPAL_ID": "99999999-0000-0000-0000-000000000000",
     "AZURE_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    "PUBLISH_BEARER_ISSUER": "https://sts.windows.net/tenant/",
+    "PUBLISH_BEARER_AUDIENCE": "api://publish",
 }
 
 
@@ -137,6 +142,7 @@ def test_every_concern_reports_its_own_first_error() -> None:
         Concern.SERVICE: "WEBPUBSUB_CREDENTIAL",
         Concern.NEGOTIATE: "NEGOTIATE_AUTH",
         Concern.CLIENT_PAGE: "CLIENT_PAGE_ENABLED",
+        Concern.PUBLISH: "PUBLISH_BEARER_ISSUER",
     }
 
 
@@ -450,3 +456,60 @@ class TestSeveralHubs:
         assert is_setting_name("WEBPUBSUB_HUBS")
         assert not is_setting_name("NEGOTIATE_GROUPS_")
         assert not is_setting_name("NEGOTIATE_GROUP")
+
+
+# --- the publish API ---------------------------------------------------------------------------
+
+
+def test_publish_defaults_to_bearer_and_names_the_missing_issuer() -> None:
+    """Never anonymous by default: without PUBLISH_AUTH the API wants an Entra ID issuer and audience."""
+    error = load_settings({**LOCAL_ENVIRON, "PUBLISH_AUTH": ""}).problems[Concern.PUBLISH]
+    assert error.setting == "PUBLISH_BEARER_ISSUER"
+    assert "(the default)" in error.reason
+
+
+def test_publish_bearer_loads_with_the_default_role() -> None:
+    settings = load_settings(
+        {
+            **LOCAL_ENVIRON,
+            "PUBLISH_AUTH": "bearer",
+            "PUBLISH_BEARER_ISSUER": "https://sts.windows.net/tenant/",
+            "PUBLISH_BEARER_AUDIENCE": "api://publish",
+        }
+    )
+    publish = settings.publish
+    assert publish.auth is PublishAuth.BEARER
+    assert publish.bearer == BearerSettings(issuer="https://sts.windows.net/tenant/", audience="api://publish")
+    assert publish.role == "WebPubSub.Publish"
+    assert not any("PUBLISH_AUTH" in shortcut for shortcut in settings.development_shortcuts)
+
+
+def test_publish_none_is_a_listed_development_shortcut() -> None:
+    settings = load_settings(LOCAL_ENVIRON)
+    assert settings.publish.auth is PublishAuth.NONE
+    assert any(shortcut.startswith("PUBLISH_AUTH=none") for shortcut in settings.development_shortcuts)
+
+
+def test_publish_appservice_requires_app_service_authentication() -> None:
+    error = load_settings({**LOCAL_ENVIRON, "PUBLISH_AUTH": "appservice"}).problems[Concern.PUBLISH]
+    assert error.setting == "PUBLISH_AUTH"
+    assert "WEBSITE_AUTH_ENABLED" in error.reason
+    loaded = load_settings({**LOCAL_ENVIRON, "PUBLISH_AUTH": "appservice", "WEBSITE_AUTH_ENABLED": "true"})
+    assert loaded.publish.auth is PublishAuth.APP_SERVICE
+
+
+@pytest.mark.parametrize("role", ["two words", "x" * 121, "r\u00f4le"])
+def test_publish_role_must_be_an_app_role_value(role: str) -> None:
+    environ = {**LOCAL_ENVIRON, "PUBLISH_ROLE": role}
+    assert load_settings(environ).problems[Concern.PUBLISH].setting == "PUBLISH_ROLE"
+
+
+def test_an_empty_publish_role_reads_as_the_default() -> None:
+    assert load_settings({**LOCAL_ENVIRON, "PUBLISH_ROLE": " "}).publish.role == "WebPubSub.Publish"
+
+
+def test_a_bad_publish_setting_leaves_negotiate_and_events_working() -> None:
+    settings = load_settings({**LOCAL_ENVIRON, "PUBLISH_AUTH": "open"})
+    assert set(settings.problems) == {Concern.PUBLISH}
+    assert settings.negotiate.auth is NegotiateAuth.ANONYMOUS
+    assert settings.event_handler is not None

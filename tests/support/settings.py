@@ -12,9 +12,19 @@ LOCAL_ENVIRON = {
     "WEBPUBSUB_CREDENTIAL": "connectionstring",
     "WEBPUBSUB_CONNECTION_STRING": LOCAL_CONNECTION_STRING,
     "NEGOTIATE_AUTH": "anonymous",
+    "PUBLISH_AUTH": "none",
 }
 # The prefixes of the app's own settings, cleared by `use_environment`.
-APP_SETTING_PREFIXES = ("WEBPUBSUB_", "NEGOTIATE_", "EVENTHANDLER_", "KEYVAULT_", "HEALTH_", "TOKEN_", "CLIENT_PAGE")
+APP_SETTING_PREFIXES = (
+    "WEBPUBSUB_",
+    "NEGOTIATE_",
+    "EVENTHANDLER_",
+    "KEYVAULT_",
+    "HEALTH_",
+    "TOKEN_",
+    "CLIENT_PAGE",
+    "PUBLISH_",
+)
 
 
 def local_settings(**overrides: str) -> Settings:
@@ -32,6 +42,7 @@ def entra_settings(endpoint: str, **overrides: str) -> Settings:
         "WEBPUBSUB_ENDPOINT": endpoint,
         "NEGOTIATE_AUTH": "anonymous",
         "EVENTHANDLER_AUTH": "none",
+        "PUBLISH_AUTH": "none",
     }
     return load_settings({**environ, **overrides}).check()
 
