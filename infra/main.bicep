@@ -105,6 +105,22 @@ param corsAllowedOrigins string = ''
 @description('Serve the demo page at /api/client.')
 param clientPageEnabled bool = true
 
+@description('Who may call the publish API (/api/messages, /api/groups, /api/connections, /api/permissions): bearer, an Entra ID access token the app validates; appservice, App Service Authentication (requires negotiateAuth appservice). Either way the caller must hold the app role publishRole.')
+@allowed([
+  'bearer'
+  'appservice'
+])
+param publishAuth string = 'bearer'
+
+@description('Issuer the publish API accepts in bearer mode; empty means this tenant\'s v1 issuer (https://sts.windows.net/<tenant>/).')
+param publishBearerIssuer string = ''
+
+@description('Audience the publish API accepts in bearer mode; empty means api://<authClientId>.')
+param publishBearerAudience string = ''
+
+@description('The app role (in the token\'s roles claim) a publish API caller must hold; define it on the app registration.')
+param publishRole string = 'WebPubSub.Publish'
+
 @description('Private networking: VNet integration for the app, private endpoints for Web PubSub, storage and Key Vault; Web PubSub keeps only client connections public.')
 param privateNetworking bool = false
 
@@ -195,18 +211,30 @@ var corsOrigins = filter(split(replace(corsAllowedOrigins, ' ', ''), ','), origi
 // serve nothing secret (health, the demo page and its assets under /api/client/).
 var eventHandlerPath = '/api/eventhandler'
 var negotiatePath = '/api/negotiate'
-var authExcludedPaths = [
+// The publish API checks its own bearer tokens in bearer mode; in appservice mode App Service
+// Authentication guards it like negotiate. Presence (/api/groups/{group}/users) always has
+// negotiate's guard: it answers negotiate's callers.
+var publishChecksItsOwnTokens = publishAuth == 'bearer'
+var publishPaths = [
+  '/api/messages'
+  '/api/groups'
+  '/api/connections'
+  '/api/permissions'
+]
+var authExcludedPaths = concat([
   eventHandlerPath
   '/api/health'
   '/api/health/live'
   '/api/client'
   '/api/client/*'
-]
+], publishChecksItsOwnTokens ? publishPaths : [])
 
 // The Functions host's request body limit: what the largest route accepts (the event handler's
-// limit, or negotiate's 16 KB), so the host refuses a larger body before buffering it for the app.
+// limit, negotiate's 16 KB or the publish API's 1 MB), so the host refuses a larger body before
+// buffering it for the app.
 var negotiateMaxBodyBytes = 16384
-var requestBodyLimitBytes = max(eventHandlerMaxBodyBytes, negotiateMaxBodyBytes)
+var publishMaxBodyBytes = 1048576
+var requestBodyLimitBytes = max(eventHandlerMaxBodyBytes, negotiateMaxBodyBytes, publishMaxBodyBytes)
 
 // Application settings the code reads (shared/config.py), as name/value pairs, by mode.
 var commonSettings = [
@@ -327,9 +355,37 @@ var negotiateJwksSettings = empty(negotiateJwksUri) ? [] : [
     value: negotiateJwksUri
   }
 ]
+var publishCommonSettings = [
+  {
+    name: 'PUBLISH_AUTH'
+    value: publishAuth
+  }
+  {
+    name: 'PUBLISH_ROLE'
+    value: publishRole
+  }
+]
+var publishBearerSettings = [
+  {
+    name: 'PUBLISH_BEARER_ISSUER'
+    value: empty(publishBearerIssuer) ? entraV1Issuer : publishBearerIssuer
+  }
+  {
+    name: 'PUBLISH_BEARER_AUDIENCE'
+    value: empty(publishBearerAudience) ? 'api://${authClientId}' : publishBearerAudience
+  }
+]
+// This tenant's keys for this tenant's issuer; another issuer publishes its own (discovery).
+var publishJwksSettings = empty(publishBearerIssuer) ? [
+  {
+    name: 'PUBLISH_BEARER_JWKS_URI'
+    value: entraSigningKeysUri
+  }
+] : []
+var publishSettings = publishChecksItsOwnTokens ? concat(publishCommonSettings, publishBearerSettings, publishJwksSettings) : publishCommonSettings
 var credentialSettings = useKeyVault ? keyVaultModeSettings : entraModeSettings
 var negotiateSettings = useAppServiceAuth ? [] : concat(negotiateBearerSettings, negotiateJwksSettings)
-var appSettings = concat(commonSettings, credentialSettings, negotiateSettings)
+var appSettings = concat(commonSettings, credentialSettings, negotiateSettings, publishSettings)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: names.resourceGroup

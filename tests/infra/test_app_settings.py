@@ -20,6 +20,7 @@ from shared.config import SETTING_NAMES, CredentialMode, EventAuth, NegotiateAut
 from shared.errors import ConfigError, Unauthorized
 from shared.negotiate import MAX_BODY_BYTES as NEGOTIATE_MAX_BODY_BYTES
 from shared.protocol import ConnectionContext
+from shared.publish import MAX_BODY_BYTES as PUBLISH_MAX_BODY_BYTES
 from shared.upstream_auth import ServiceTokenCheck
 from shared.web import Request
 from tests.infra.templates import (
@@ -383,7 +384,7 @@ def test_the_host_refuses_bodies_larger_than_the_largest_route_accepts(
     extra = {} if event_limit is None else {"eventHandlerMaxBodyBytes": event_limit}
     environ = app_environ(credential, negotiate, **extra)
     settings = load_settings(environ).check()
-    largest = max(settings.event_handler.max_body_bytes, NEGOTIATE_MAX_BODY_BYTES)
+    largest = max(settings.event_handler.max_body_bytes, NEGOTIATE_MAX_BODY_BYTES, PUBLISH_MAX_BODY_BYTES)
     assert int(environ["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]) == largest
     assert request_body_limit(environ) == largest  # the local host reads it the same way
 

@@ -53,8 +53,21 @@ GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 # The product's public routes (docs/architecture), under host.json's route prefix.
 EVENT_HANDLER_ROUTE = "eventhandler"
-ROUTES_INFRA_KNOWS = {"negotiate", "eventhandler", "health", "health/live", "client/{*asset}"}
+ROUTES_INFRA_KNOWS = {
+    "negotiate",
+    "eventhandler",
+    "health",
+    "health/live",
+    "client/{*asset}",
+    "messages",
+    "groups",
+    "connections",
+    "permissions",
+    "groups/{group}/users",
+}
 AUTH_EXCLUDED = {"/api/eventhandler", "/api/health", "/api/health/live", "/api/client", "/api/client/*"}
+# PUBLISH_AUTH=bearer (the default): the publish API checks its callers' tokens itself.
+PUBLISH_PATHS = {"/api/messages", "/api/groups", "/api/connections", "/api/permissions"}
 
 SECRET_PROPERTIES = re.compile(r"(?i)(primarykey|secondarykey|connectionstring|instrumentationkey|password|accesskey)")
 # siteConfig properties Flex Consumption rejects (ARM error 51021).
@@ -145,8 +158,11 @@ def test_routes_infra_points_at_exist_in_function_app() -> None:
 def test_app_service_authentication_guards_negotiate_and_spares_the_app_checked_paths() -> None:
     evaluator = main_evaluator()
     excluded = module_param(evaluator, "functionApp", "authExcludedPaths")
-    assert set(excluded) == AUTH_EXCLUDED
+    assert set(excluded) == AUTH_EXCLUDED | PUBLISH_PATHS
     assert f"{route_prefix()}/negotiate" not in excluded
+    assert not any(path.startswith(f"{route_prefix()}/groups/") for path in excluded)  # presence: negotiate's guard
+    guarded = module_param(main_evaluator(publishAuth="appservice"), "functionApp", "authExcludedPaths")
+    assert set(guarded) == AUTH_EXCLUDED
     assert module_param(evaluator, "functionApp", "enableAppServiceAuth") is True
     assert module_param(main_evaluator(negotiate="bearer"), "functionApp", "enableAppServiceAuth") is False
 
