@@ -362,7 +362,10 @@ def describe_settings(settings: Settings) -> str:
     if Concern.EVENT_HANDLER not in problems:
         modes.append(f"EVENTHANDLER_AUTH={settings.event_handler.auth.value}")
     if Concern.PUBLISH not in problems:
-        modes.append(f"PUBLISH_AUTH={settings.publish.auth.value}")
+        publish = settings.publish
+        modes.append(
+            f"PUBLISH_AUTH={publish.auth.value}" + ("" if publish.configured else " (publish API not configured)")
+        )
     lines = ["App settings: " + (", ".join(modes) or "none valid")]
     shortcuts = settings.development_shortcuts
     if shortcuts:

@@ -175,11 +175,19 @@ DEFAULT_PUBLISH_ROLE = "WebPubSub.Publish"
 
 @dataclass(frozen=True, slots=True)
 class PublishSettings:
-    """The publish API's callers: a bearer token or App Service principal holding `role`, or anyone (none)."""
+    """The publish API's callers: a bearer token or App Service principal holding `role`, or anyone (none).
+
+    With no PUBLISH_* setting at all the API is not configured (`configured` is False): it stays
+    closed, answering 404 with the settings to set, and the rest of the app is unaffected.
+    """
 
     auth: PublishAuth
     bearer: BearerSettings | None = None
     role: str = DEFAULT_PUBLISH_ROLE
+
+    @property
+    def configured(self) -> bool:
+        return self.auth is not PublishAuth.BEARER or self.bearer is not None
 
 
 class Settings:
@@ -756,6 +764,11 @@ def load_publish(reader: _Reader) -> PublishSettings:
     if not APP_ROLE_PATTERN.fullmatch(role):
         raise ConfigError("PUBLISH_ROLE", "must be an app role value: 1-120 visible characters, no spaces", value=role)
     bearer = None
+    untouched = not any(reader.get(name) for name in SETTINGS_BY_CONCERN[Concern.PUBLISH])
+    if untouched:
+        # An app that never set up the publish API keeps it closed (404 naming the settings) rather
+        # than failing its health over a route it does not use.
+        return PublishSettings(auth=PublishAuth.BEARER, bearer=None, role=role)
     if auth is PublishAuth.BEARER:
         bearer = _bearer(reader, "PUBLISH_BEARER", "PUBLISH_AUTH")
     if auth is PublishAuth.APP_SERVICE and not _app_service_auth_enabled(reader):

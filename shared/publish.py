@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from shared.bearer import BearerValidator, bearer_token
 from shared.config import PublishAuth, PublishSettings
-from shared.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from shared.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from shared.service_client import MAX_MESSAGE_BYTES, DataType, Permission, ServiceClient
 from shared.web import Request, Response, json_response
 
@@ -125,9 +125,21 @@ class OpenPublisher:
         return Publisher("anonymous")
 
 
+class ClosedPublisher:
+    """No PUBLISH_* setting at all: the API is not set up, so it is closed to everyone, saying how to open it."""
+
+    def authenticate(self, request: Request) -> Publisher:
+        raise NotFound(
+            "The publish API is not configured: set PUBLISH_BEARER_ISSUER and PUBLISH_BEARER_AUDIENCE "
+            "(PUBLISH_AUTH=bearer, the default) or PUBLISH_AUTH=appservice.",
+            code="publish_not_configured",
+        )
+
+
 def build_publish_authenticator(settings: PublishSettings) -> PublishAuthenticator:
     if settings.auth is PublishAuth.BEARER:
-        assert settings.bearer is not None  # guaranteed by load_settings
+        if settings.bearer is None:
+            return ClosedPublisher()
         return BearerPublisher(BearerValidator(settings.bearer), settings.role)
     if settings.auth is PublishAuth.APP_SERVICE:
         return AppServicePublisher(settings.role)

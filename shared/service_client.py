@@ -21,7 +21,7 @@ with Retry-After). Messages never hold keys or tokens.
 `AsyncServiceClient` offers the same operations to `async def` code. It runs the sync client in the
 default thread pool instead of keeping a second, `.aio` SDK client: that would need a second (async)
 credential and a second connection pool per event loop, and each call is one short HTTP request the
-pool serves without blocking the loop (docs/performance.md measures both).
+pool serves without blocking the loop.
 """
 
 from __future__ import annotations

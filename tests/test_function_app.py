@@ -18,6 +18,12 @@ EXPECTED = {
     "client": ("client/{*asset}", {"GET"}, func.AuthLevel.ANONYMOUS),
     "health": ("health", {"GET"}, func.AuthLevel.ANONYMOUS),
     "health_live": ("health/live", {"GET"}, func.AuthLevel.ANONYMOUS),
+    # The publish API and presence check their callers themselves (PUBLISH_AUTH, NEGOTIATE_AUTH).
+    "messages": ("messages", {"POST"}, func.AuthLevel.ANONYMOUS),
+    "groups": ("groups", {"POST"}, func.AuthLevel.ANONYMOUS),
+    "connections": ("connections", {"POST"}, func.AuthLevel.ANONYMOUS),
+    "permissions": ("permissions", {"POST"}, func.AuthLevel.ANONYMOUS),
+    "group_users": ("groups/{group}/users", {"GET"}, func.AuthLevel.ANONYMOUS),
 }
 
 

@@ -79,6 +79,7 @@ _BROKEN_BY: Mapping[Concern, str] = {
     Concern.EVENT_HANDLER: "/api/eventhandler",
     Concern.HEALTH: "nothing: health uses its defaults",
     Concern.CLIENT_PAGE: "/api/client",
+    Concern.PUBLISH: "the publish API (/api/messages, /api/groups, /api/connections, /api/permissions)",
 }
 
 

@@ -8,6 +8,7 @@ REST semantics follow the real service's (tests/devstack/test_rest.py pins them 
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,12 @@ import pytest
 from azure.messaging.webpubsubclient.models import SendMessageError, WebPubSubDataType
 
 from devstack.__main__ import RunningStack
+from shared.config import load_settings
 from shared.errors import NotFound
-from shared.service_client import Permission, get_service_client
+from shared.events import EventHandlers
+from shared.protocol import ConnectedEvent
+from shared.runtime import Runtime, use_runtime
+from shared.service_client import Permission, get_async_service_client, get_service_client
 from tests.support.chat import chat_client, negotiator, service_of
 from tests.support.stack import running_stack
 
@@ -184,3 +189,22 @@ def test_presence_lists_the_users_online_in_a_group(stack: RunningStack) -> None
         outside = httpx.get(stack.url("groups/secret/users"), params={"userId": "hank"})
         assert outside.status_code == 403
         assert outside.json()["error"]["code"] == "group_not_permitted"
+
+
+def test_an_async_handler_talks_back_through_the_async_client(tmp_path: Path) -> None:
+    registry = EventHandlers()
+
+    @registry.on_connected
+    async def greet(event: ConnectedEvent) -> None:
+        service = get_async_service_client(event.context.hub)
+        assert await service.connection_exists(event.context.connection_id)
+        await service.send_to_connection(event.context.connection_id, {"greeting": event.context.user_id})
+
+    with running_stack(tmp_path) as stack:
+        use_runtime(Runtime(load_settings(os.environ), registry=registry))
+        try:
+            with chat_client(negotiator(stack, "ivy")) as ivy:
+                ivy.connection_id()
+                assert ivy.server_messages.get(timeout=10).data == {"greeting": "ivy"}
+        finally:
+            use_runtime(None)

@@ -142,7 +142,6 @@ def test_every_concern_reports_its_own_first_error() -> None:
         Concern.SERVICE: "WEBPUBSUB_CREDENTIAL",
         Concern.NEGOTIATE: "NEGOTIATE_AUTH",
         Concern.CLIENT_PAGE: "CLIENT_PAGE_ENABLED",
-        Concern.PUBLISH: "PUBLISH_BEARER_ISSUER",
     }
 
 
@@ -463,9 +462,20 @@ class TestSeveralHubs:
 
 def test_publish_defaults_to_bearer_and_names_the_missing_issuer() -> None:
     """Never anonymous by default: without PUBLISH_AUTH the API wants an Entra ID issuer and audience."""
-    error = load_settings({**LOCAL_ENVIRON, "PUBLISH_AUTH": ""}).problems[Concern.PUBLISH]
+    error = load_settings({**LOCAL_ENVIRON, "PUBLISH_AUTH": "", "PUBLISH_BEARER_AUDIENCE": "api://x"}).problems[
+        Concern.PUBLISH
+    ]
     assert error.setting == "PUBLISH_BEARER_ISSUER"
     assert "(the default)" in error.reason
+
+
+def test_without_any_publish_setting_the_api_is_closed_and_nothing_else_fails() -> None:
+    environ = {key: value for key, value in LOCAL_ENVIRON.items() if key != "PUBLISH_AUTH"}
+    settings = load_settings(environ)
+    assert Concern.PUBLISH not in settings.problems
+    assert settings.publish.auth is PublishAuth.BEARER
+    assert not settings.publish.configured
+    assert not any("PUBLISH" in shortcut for shortcut in settings.development_shortcuts)
 
 
 def test_publish_bearer_loads_with_the_default_role() -> None:

@@ -102,10 +102,11 @@ def test_development_shortcuts_are_warnings_that_keep_the_status_healthy(servers
     runtime = local_runtime(serve(servers, StandIn(204)), EVENTHANDLER_AUTH="none")
     report = HealthMonitor(runtime).report()
     assert report.status is Status.HEALTHY
-    assert len(report.warnings) == 3
+    assert len(report.warnings) == 4
     assert any("NEGOTIATE_AUTH=anonymous" in warning for warning in report.warnings)
     assert any("EVENTHANDLER_AUTH=none" in warning for warning in report.warnings)
     assert any("WEBPUBSUB_CREDENTIAL=connectionstring" in warning for warning in report.warnings)
+    assert any("PUBLISH_AUTH=none" in warning for warning in report.warnings)
 
 
 def test_a_service_with_production_settings_has_no_warnings(servers: ExitStack) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 from shared.adapter import handle
 from shared.bearer import BearerValidator
-from shared.config import BearerSettings
+from shared.config import BearerSettings, PublishAuth, PublishSettings
 from shared.errors import Forbidden, Unauthorized
 from shared.publish import (
     MAX_BODY_BYTES,
@@ -20,6 +20,7 @@ from shared.publish import (
     OpenPublisher,
     PublishApi,
     PublishAuthenticator,
+    build_publish_authenticator,
 )
 from shared.service_client import ServiceClient
 from shared.tokens import KeyTokenSource
@@ -280,3 +281,11 @@ def test_fuzzed_bodies_never_produce_a_5xx(route: str, body: bytes) -> None:
     publish, _ = api()
     response = post(publish, route, body)
     assert response.status < 500, response.body
+
+
+def test_an_app_that_never_set_up_the_api_answers_404_naming_the_settings() -> None:
+    publish, adapter = api(build_publish_authenticator(PublishSettings(auth=PublishAuth.BEARER)))
+    response = post(publish, "messages", {"to": {"all": True}, "data": "x"})
+    assert (response.status, code(response)) == (404, "publish_not_configured")
+    assert b"PUBLISH_BEARER_ISSUER" in response.body
+    assert adapter.seen == []
