@@ -154,7 +154,9 @@ class _Body:
 
     def __init__(self, request: Request, allowed: Sequence[str]):
         if request.content_type not in {"", "application/json"}:
-            raise UnsupportedMediaType("Send the body as application/json.")
+            raise UnsupportedMediaType(
+                "Send the body as application/json (with curl: --json '...', or -H 'Content-Type: application/json')."
+            )
         if len(request.body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
         if not request.body.strip():

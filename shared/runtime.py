@@ -154,6 +154,7 @@ class Runtime:
     def token_source(self) -> TokenSource:
         with self._lock:
             if self._token_source is None:
+                quiet_sdk_request_logs()
                 self._token_source = build_token_source(self.settings.service, self.credential, self._sdk_options)
             return self._token_source
 
@@ -318,6 +319,18 @@ def build_token_source(
             sdk_options=sdk_options,
         )
     return EntraTokenSource(endpoint=service.endpoint, credential_provider=credential, sdk_options=sdk_options)
+
+
+# azure-core logs every request and response of every SDK client at INFO, ten lines each, which the
+# Functions host ships to Application Insights: one line per call from the app itself is enough.
+SDK_REQUEST_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+
+
+def quiet_sdk_request_logs() -> None:
+    """Raise azure-core's per-request log to WARNING, unless the operator configured that logger."""
+    sdk_logger = logging.getLogger(SDK_REQUEST_LOGGER)
+    if sdk_logger.level == logging.NOTSET:
+        sdk_logger.setLevel(logging.WARNING)
 
 
 def log_settings(settings: Settings) -> None:

@@ -228,7 +228,7 @@ class ServiceClient:
         except HttpResponseError as error:
             status = error.status_code or 0
             if status == 404:
-                raise NotFound(f"{what}: not found in hub {self._hub!r}.", code="not_found") from None
+                raise NotFound(f"{what} is not in hub {self._hub!r}.", code="not_found") from None
             if status in {401, 403}:
                 raise self._refused(error) from None
             if 400 <= status < 500 and status not in {408, 429}:
@@ -331,38 +331,42 @@ class ServiceClient:
     def add_connection_to_group(self, group: str, connection_id: str) -> None:
         _check_group(group)
         _check_id("connection", connection_id)
-        self._call("connection", lambda sdk: sdk.add_connection_to_group(group, connection_id))
+        self._call(f"Connection {connection_id[:64]!r}", lambda sdk: sdk.add_connection_to_group(group, connection_id))
 
     def remove_connection_from_group(self, group: str, connection_id: str) -> None:
         _check_group(group)
         _check_id("connection", connection_id)
-        self._call("connection", lambda sdk: sdk.remove_connection_from_group(group, connection_id))
+        self._call(
+            f"Connection {connection_id[:64]!r}", lambda sdk: sdk.remove_connection_from_group(group, connection_id)
+        )
 
     def add_user_to_group(self, group: str, user_id: str) -> None:
         """Add every current connection of `user_id` (the service answers 404 for a user with none)."""
         _check_group(group)
         _check_id("user", user_id)
-        self._call("user", lambda sdk: sdk.add_user_to_group(group, user_id))
+        self._call(f"User {user_id[:64]!r} (no connection now)", lambda sdk: sdk.add_user_to_group(group, user_id))
 
     def remove_user_from_group(self, group: str, user_id: str) -> None:
         _check_group(group)
         _check_id("user", user_id)
-        self._call("user", lambda sdk: sdk.remove_user_from_group(group, user_id))
+        self._call(f"User {user_id[:64]!r} (no connection now)", lambda sdk: sdk.remove_user_from_group(group, user_id))
 
     def remove_user_from_all_groups(self, user_id: str) -> None:
         _check_id("user", user_id)
-        self._call("user", lambda sdk: sdk.remove_user_from_all_groups(user_id))
+        self._call(f"User {user_id[:64]!r} (no connection now)", lambda sdk: sdk.remove_user_from_all_groups(user_id))
 
     def remove_connection_from_all_groups(self, connection_id: str) -> None:
         _check_id("connection", connection_id)
-        self._call("connection", lambda sdk: sdk.remove_connection_from_all_groups(connection_id))
+        self._call(
+            f"Connection {connection_id[:64]!r}", lambda sdk: sdk.remove_connection_from_all_groups(connection_id)
+        )
 
     # --- connections --------------------------------------------------------------------------
 
     def close_connection(self, connection_id: str, *, reason: str | None = None) -> None:
         _check_id("connection", connection_id)
         _check_reason(reason)
-        self._call("connection", lambda sdk: sdk.close_connection(connection_id, reason=reason))
+        self._call(f"Connection {connection_id[:64]!r}", lambda sdk: sdk.close_connection(connection_id, reason=reason))
 
     def close_user_connections(
         self, user_id: str, *, reason: str | None = None, excluded: Iterable[str] | None = None
@@ -370,7 +374,9 @@ class ServiceClient:
         _check_id("user", user_id)
         _check_reason(reason)
         skip = _check_excluded(excluded)
-        self._call("user", lambda sdk: sdk.close_user_connections(user_id, excluded=skip, reason=reason))
+        self._call(
+            f"User {user_id[:64]!r}", lambda sdk: sdk.close_user_connections(user_id, excluded=skip, reason=reason)
+        )
 
     def close_group_connections(
         self, group: str, *, reason: str | None = None, excluded: Iterable[str] | None = None
@@ -378,7 +384,9 @@ class ServiceClient:
         _check_group(group)
         _check_reason(reason)
         skip = _check_excluded(excluded)
-        self._call("group", lambda sdk: sdk.close_group_connections(group, excluded=skip, reason=reason))
+        self._call(
+            f"Group {group[:64]!r}", lambda sdk: sdk.close_group_connections(group, excluded=skip, reason=reason)
+        )
 
     def close_all_connections(self, *, reason: str | None = None, excluded: Iterable[str] | None = None) -> None:
         _check_reason(reason)
@@ -392,14 +400,20 @@ class ServiceClient:
         granted = _permission(permission)
         _check_id("connection", connection_id)
         _check_group(group)
-        self._call("connection", lambda sdk: sdk.grant_permission(granted, connection_id, target_name=group))
+        self._call(
+            f"Connection {connection_id[:64]!r}",
+            lambda sdk: sdk.grant_permission(granted, connection_id, target_name=group),
+        )
 
     def revoke_permission(self, permission: Permission | str, connection_id: str, group: str) -> None:
         """Withdraw a permission granted by `grant_permission` or held through the token's roles."""
         revoked = _permission(permission)
         _check_id("connection", connection_id)
         _check_group(group)
-        self._call("connection", lambda sdk: sdk.revoke_permission(revoked, connection_id, target_name=group))
+        self._call(
+            f"Connection {connection_id[:64]!r}",
+            lambda sdk: sdk.revoke_permission(revoked, connection_id, target_name=group),
+        )
 
     def has_permission(self, permission: Permission | str, connection_id: str, group: str) -> bool:
         checked = _permission(permission)

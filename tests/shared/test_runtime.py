@@ -11,7 +11,7 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from shared import runtime as runtime_module
 from shared.config import load_settings
-from shared.errors import ConfigError
+from shared.errors import ConfigError, NotFound
 from shared.policy import GroupPolicy
 from shared.runtime import IDENTITY_OPTIONS, AsyncRunner, Runtime, get_runtime, reset_runtime
 from shared.tokens import EntraTokenSource, KeyTokenSource
@@ -153,3 +153,24 @@ def test_async_runner_runs_coroutines_from_sync_code_on_one_loop() -> None:
             runner.run(fails())
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"), [(logging.NOTSET, logging.WARNING), (logging.DEBUG, logging.DEBUG)]
+)
+def test_the_sdks_per_request_log_is_quiet_unless_the_operator_asked_for_it(
+    monkeypatch: pytest.MonkeyPatch, configured: int, expected: int
+) -> None:
+    sdk_logger = logging.getLogger(runtime_module.SDK_REQUEST_LOGGER)
+    monkeypatch.setattr(sdk_logger, "level", configured)
+    _ = Runtime(local_settings()).token_source
+    assert sdk_logger.level == expected
+
+
+def test_the_server_side_client_is_one_per_hub_on_the_token_sources_sdk_client() -> None:
+    runtime = Runtime(local_settings(WEBPUBSUB_HUBS="chat news"))
+    assert runtime.service_client() is runtime.service_client("CHAT")
+    assert runtime.service_client("news").hub == "news"
+    assert runtime.async_service_client("news").hub == "news"
+    with pytest.raises(NotFound):
+        runtime.service_client("elsewhere")
