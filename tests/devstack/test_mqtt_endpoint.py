@@ -618,7 +618,7 @@ def test_clean_start_replaces_the_session_and_takes_the_client_id_over(
         "code": 0x8E,
         "userProperties": None,
     }
-    assert len(event_handler.events(CONNECTED, "device1")) == 2  # two sessions
+    event_handler.wait_for(lambda event: len(event_handler.events(CONNECTED, "device1")) == 2)  # two sessions
 
 
 # ----- requests to the event handler --------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,12 @@ from devstack.__main__ import RunningStack, parse_arguments, start_stack
 
 @contextlib.contextmanager
 def running_stack(directory: Path, **values: str) -> Iterator[RunningStack]:
-    """The stack on free ports with local.settings.json.example's settings, `values` added to its Values."""
+    """The stack on free ports with local.settings.json.example's settings, `values` added to its Values.
+
+    The process environment is restored when the stack stops (the stack writes its settings there),
+    so a stack of wider scope than one test leaks no setting into later tests.
+    """
+    saved = dict(os.environ)
     document = json.loads(Path("local.settings.json.example").read_text())
     document["Values"].update(values)
     settings = directory / "local.settings.json"
@@ -26,6 +32,8 @@ def running_stack(directory: Path, **values: str) -> Iterator[RunningStack]:
         yield running
     finally:
         running.stop()
+        os.environ.clear()
+        os.environ.update(saved)
         with warnings.catch_warnings():  # websocket-client leaves server-closed sockets to the collector
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
