@@ -8,6 +8,9 @@ CONNACK, refusing gives the CONNACK code of the client's protocol version, not a
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +27,7 @@ from tests.support.fakes import EMULATOR_KEY
 from tests.support.mqtt import MQTT_V5, MQTT_V311, MqttTestClient, mqtt_token
 from tests.support.stack import running_stack
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BOTH_VERSIONS = pytest.mark.parametrize("version", [MQTT_V311, MQTT_V5], ids=["3.1.1", "5.0"])
 
 
@@ -104,3 +108,21 @@ def test_the_app_refuses_with_the_mqtt_connack_code(
     status = connect_answer(service, client_id)
     assert status is not None
     assert 400 <= status < 500
+
+
+def test_the_mqtt_js_example_of_the_client_docs_runs_against_the_app(stack: RunningStack) -> None:
+    """docs/clients.md's mqtt.js snippet (mqtt 5.16.0, from web/package-lock.json) in Node: it negotiates,
+    connects, subscribes to `chat` and receives its own message back through the local service."""
+    node = shutil.which("node")
+    script = Path(__file__).with_name("js") / "mqtt_snippet.mjs"
+    if node is None or not (REPO_ROOT / "web" / "node_modules" / "mqtt").is_dir():
+        pytest.fail("Node.js and web/node_modules (npm ci --prefix web) are needed for mqtt.js.")
+    result = subprocess.run(
+        [node, str(script), stack.host_url, "maria"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"topic": "chat", "payload": "hello from mqtt.js"}
