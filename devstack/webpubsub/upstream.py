@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ..servers import NO_DELAY
 from .protocol import Payload
 from .settings import EventHandlerSettings, HubSettings, ServiceSettings, redacted_url as _redacted
 
@@ -41,6 +42,7 @@ __all__ = [
     "UpstreamLog",
     "UpstreamRecord",
     "UserEventOutcome",
+    "event_handler_client",
 ]
 
 logger = logging.getLogger("devstack.webpubsub.upstream")
@@ -525,8 +527,18 @@ class UpstreamDispatcher:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.settings.upstream_timeout_seconds, follow_redirects=False)
+            self._client = event_handler_client(self.settings.upstream_timeout_seconds)
         return self._client
+
+
+def event_handler_client(timeout: float) -> httpx.AsyncClient:
+    """The HTTP client events go out on: no redirects, and Nagle's algorithm off on every connection.
+
+    ``TCP_NODELAY`` is set explicitly rather than left to the event loop's defaults, so that a
+    request on a kept-alive connection never waits for the event handler's delayed ACK.
+    """
+    transport = httpx.AsyncHTTPTransport(socket_options=[NO_DELAY])
+    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
 
 
 def _expand(url_template: str, hub: str, event_name: str) -> str:
