@@ -173,8 +173,10 @@ class ServerThread:
     def _run(self) -> None:
         try:
             # A fresh event loop per thread: uvicorn's own run() would install signal handlers,
-            # which only the main thread may do.
-            asyncio.run(self._server.serve(sockets=[self._socket]))
+            # which only the main thread may do. The loop is the one uvicorn itself would choose
+            # (``loop="auto"``: uvloop when installed, as uvicorn[standard] installs it).
+            with asyncio.Runner(loop_factory=self._server.config.get_loop_factory()) as runner:
+                runner.run(self._server.serve(sockets=[self._socket]))
         except BaseException as error:  # SystemExit from a failed lifespan startup included
             self._failure = error
         finally:
