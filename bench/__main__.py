@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 from bench.measure import Figure
 
-FIGURES = ("import", "negotiate", "eventhandler", "health", "stack")
+FIGURES = ("import", "negotiate", "eventhandler", "peer", "health", "stack")
 TARGETS = {
     "import": "<= 1.3x",
     "negotiate": "<= 1.2x",
     "eventhandler": "<= 3x",
+    "peer": ">= 1.0x",
     "health": "<= deadline + 10%",
     "stack": "0 failures",
 }
@@ -44,12 +45,14 @@ class Plan:
     health_deadline: float
     health_requests: int
     messages: int
+    peer_rounds: int
+    peer_seconds: int
 
     @classmethod
     def of(cls, *, quick: bool, clients: int | None) -> Plan:
         if quick:
-            return cls(True, clients or 20, 3, 200, 300, 3, 1.0, 2, 2)
-        return cls(False, clients or 500, 15, 2000, 3000, 15, 2.0, 5, 10)
+            return cls(True, clients or 20, 3, 200, 300, 3, 1.0, 2, 2, 1, 1)
+        return cls(False, clients or 500, 15, 2000, 3000, 15, 2.0, 5, 10, 4, 5)
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -87,12 +90,14 @@ def measurements(plan: Plan) -> dict[str, Callable[[], Figure]]:
     from bench.health import health_figure
     from bench.imports import import_figure
     from bench.inprocess import eventhandler_figure, negotiate_figure
+    from bench.peer import peer_figure
     from bench.stack import stack_figure
 
     return {
         "import": lambda: import_figure(rounds=plan.import_rounds),
         "negotiate": lambda: negotiate_figure(rounds=plan.rounds, calls=plan.negotiate_calls),
         "eventhandler": lambda: eventhandler_figure(rounds=plan.rounds, calls=plan.event_calls),
+        "peer": lambda: peer_figure(rounds=plan.peer_rounds, seconds=plan.peer_seconds, warm_up=not plan.quick),
         "health": lambda: health_figure(deadline=plan.health_deadline, requests=plan.health_requests),
         "stack": lambda: stack_figure(clients=plan.clients, messages=plan.messages),
     }
