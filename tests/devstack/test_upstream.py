@@ -398,18 +398,21 @@ def test_upstream_log_shows_outcomes_but_no_secrets(
 def test_events_go_out_on_connections_with_nagle_off() -> None:
     """The service's client sockets to the event handler: no request waits for the handler's delayed ACK."""
 
-    async def post_twice(url: str) -> tuple[int, int]:
-        async with event_handler_client(5.0) as client:
-            responses = [await client.post(url, content=b"{}") for _ in range(2)]
-            first, second = (response.extensions["network_stream"].get_extra_info("socket") for response in responses)
-            assert first is second  # one kept-alive connection
-            return first.proto, first.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    async def post_twice(url: str) -> list[tuple[int, int]]:
+        client = event_handler_client(5.0)
+        try:
+            for _ in range(2):
+                await client.post(url, content=b"{}")
+            sockets = client.open_sockets()
+            return [(sock.proto, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) for sock in sockets]
+        finally:
+            await client.aclose()
 
     async def ok(_: Request) -> Response:
         return Response(status_code=204)
 
     with ServerThread(Starlette(routes=[Route("/", ok, methods=["POST"])])) as server:
-        protocol, no_delay = asyncio.run(post_twice(server.base_url + "/"))
+        [(protocol, no_delay)] = asyncio.run(post_twice(server.base_url + "/"))  # one kept-alive connection
     assert protocol == socket.IPPROTO_TCP
     assert no_delay != 0
 
