@@ -27,7 +27,8 @@ VALUES = {
     "peer": re.compile(r"^connect \d+\.\d\dx, message \d+\.\d\dx the official Node handler's requests/s$"),
     "health": re.compile(r"^\d+\.\d{3} s worst of \d+ answers with every dependency hanging, deadline [\d.]+ s$"),
     "stack": re.compile(
-        r"^5 clients, \d+ failures, [\d,]+ connects/s, message round trip p50 [\d.]+ ms p99 [\d.]+ ms$"
+        r"^5 clients: \d+ failures, [\d,]+ connects/s, round trip p50 [\d.]+ ms p99 [\d.]+ ms, "
+        r"event ack p50 [\d.]+ ms p99 [\d.]+ ms$"
     ),
 }
 
