@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from bench.measure import Figure
 
-FIGURES = ("import", "negotiate", "eventhandler", "peer", "health", "stack")
+FIGURES = ("import", "coldstart", "negotiate", "eventhandler", "peer", "health", "stack")
 TARGETS = {
     "import": "<= 1.3x",
+    "coldstart": "<= 1.3x",
     "negotiate": "<= 1.2x",
     "eventhandler": "<= 3x",
     "peer": ">= 1.0x",
@@ -47,12 +48,13 @@ class Plan:
     messages: int
     peer_rounds: int
     peer_seconds: int
+    coldstart_rounds: int
 
     @classmethod
     def of(cls, *, quick: bool, clients: int | None) -> Plan:
         if quick:
-            return cls(True, (clients or 20,), 3, 200, 300, 3, 1.0, 2, 2, 1, 1)
-        return cls(False, (clients,) if clients else (500, 1000), 15, 2000, 3000, 15, 2.0, 5, 10, 4, 5)
+            return cls(True, (clients or 20,), 3, 200, 300, 3, 1.0, 2, 2, 1, 1, 1)
+        return cls(False, (clients,) if clients else (500, 1000), 15, 2000, 3000, 15, 2.0, 5, 10, 4, 5, 9)
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -87,6 +89,7 @@ def machine() -> str:
 
 
 def measurements(plan: Plan) -> dict[str, Callable[[], Figure]]:
+    from bench.coldstart import coldstart_figure
     from bench.health import health_figure
     from bench.imports import import_figure
     from bench.inprocess import eventhandler_figure, negotiate_figure
@@ -95,6 +98,7 @@ def measurements(plan: Plan) -> dict[str, Callable[[], Figure]]:
 
     return {
         "import": lambda: import_figure(rounds=plan.import_rounds),
+        "coldstart": lambda: coldstart_figure(rounds=plan.coldstart_rounds),
         "negotiate": lambda: negotiate_figure(rounds=plan.rounds, calls=plan.negotiate_calls),
         "eventhandler": lambda: eventhandler_figure(rounds=plan.rounds, calls=plan.event_calls),
         "peer": lambda: peer_figure(rounds=plan.peer_rounds, seconds=plan.peer_seconds, warm_up=not plan.quick),

@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^(?P<name>[a-z]+): (?P<value>.+) \(target (?P<target>[^()]+)\) (?P<verdict>met|MISSED)$")
 VALUES = {
     "import": re.compile(r"^\d+\.\d\dx$"),
+    "coldstart": re.compile(
+        r"^negotiate \(connection string\) \d+\.\d\dx, negotiate \(entra\) \d+\.\d\dx, first signed event \d+\.\d\dx$"
+    ),
     "negotiate": re.compile(r"^\d+\.\d\dx$"),
     "eventhandler": re.compile(
         r"^connect \d+\.\d\dx, message \d+\.\d\dx, [\d,]+ messages/s and [\d,]+ connects/s on one core$"
