@@ -38,7 +38,19 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null
 
-install: $(STAMP) $(CHECKOV_STAMP) $(WEB_STAMP) $(CHROMIUM)
+# The benchmark's peer (the official Node.js handler, versions from bench/node-peer/package-lock.json)
+# and the load generator that drives it and the app alike (Debian's wrk).
+PEER_STAMP := bench/node-peer/node_modules/.package-lock.json
+WRK := /usr/bin/wrk
+
+$(PEER_STAMP): bench/node-peer/package-lock.json
+	npm ci --prefix bench/node-peer --no-audit --no-fund --loglevel=error
+
+$(WRK):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk >/dev/null
+
+install: $(STAMP) $(CHECKOV_STAMP) $(WEB_STAMP) $(CHROMIUM) $(PEER_STAMP) $(WRK)
 
 lint: install
 	$(BIN)/ruff check .
@@ -57,5 +69,5 @@ run: $(STAMP)
 	$(BIN)/python -m devstack
 
 # Performance figures (docs/performance.md); BENCH_QUICK=1 for a short run, BENCH_CLIENTS=N for the stack figure.
-bench: install
+bench: install $(PEER_STAMP) $(WRK)
 	$(BIN)/python -m bench

@@ -21,13 +21,15 @@ from dataclasses import dataclass
 
 from bench.measure import Figure
 
-FIGURES = ("import", "negotiate", "eventhandler", "health", "stack")
+FIGURES = ("import", "coldstart", "negotiate", "eventhandler", "peer", "health", "stack")
 TARGETS = {
     "import": "<= 1.3x",
+    "coldstart": "<= 1.3x",
     "negotiate": "<= 1.2x",
     "eventhandler": "<= 3x",
+    "peer": ">= 1.0x",
     "health": "<= deadline + 10%",
-    "stack": "0 failures",
+    "stack": "0 failures and the rates at 500 clients",
 }
 
 
@@ -36,7 +38,7 @@ class Plan:
     """How much of each measurement to do."""
 
     quick: bool
-    clients: int
+    clients: tuple[int, ...]
     rounds: int
     negotiate_calls: int
     event_calls: int
@@ -44,19 +46,22 @@ class Plan:
     health_deadline: float
     health_requests: int
     messages: int
+    peer_rounds: int
+    peer_seconds: int
+    coldstart_rounds: int
 
     @classmethod
     def of(cls, *, quick: bool, clients: int | None) -> Plan:
         if quick:
-            return cls(True, clients or 20, 3, 200, 300, 3, 1.0, 2, 2)
-        return cls(False, clients or 500, 15, 2000, 3000, 15, 2.0, 5, 10)
+            return cls(True, (clients or 20,), 3, 200, 300, 3, 1.0, 2, 2, 1, 1, 1)
+        return cls(False, (clients,) if clients else (500, 1000), 15, 2000, 3000, 15, 2.0, 5, 10, 4, 5, 9)
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Measure the app's performance figures.")
     parser.add_argument("--quick", action="store_true", help="a short run (also BENCH_QUICK=1)")
     parser.add_argument(
-        "--clients", type=int, help="concurrent clients for the stack figure (default 500; BENCH_CLIENTS)"
+        "--clients", type=int, help="concurrent clients for the stack figure (default 500, then 1000; BENCH_CLIENTS)"
     )
     parser.add_argument("--only", help=f"comma-separated figures to measure, of {', '.join(FIGURES)}")
     arguments = parser.parse_args(argv)
@@ -84,15 +89,19 @@ def machine() -> str:
 
 
 def measurements(plan: Plan) -> dict[str, Callable[[], Figure]]:
+    from bench.coldstart import coldstart_figure
     from bench.health import health_figure
     from bench.imports import import_figure
     from bench.inprocess import eventhandler_figure, negotiate_figure
+    from bench.peer import peer_figure
     from bench.stack import stack_figure
 
     return {
         "import": lambda: import_figure(rounds=plan.import_rounds),
+        "coldstart": lambda: coldstart_figure(rounds=plan.coldstart_rounds),
         "negotiate": lambda: negotiate_figure(rounds=plan.rounds, calls=plan.negotiate_calls),
         "eventhandler": lambda: eventhandler_figure(rounds=plan.rounds, calls=plan.event_calls),
+        "peer": lambda: peer_figure(rounds=plan.peer_rounds, seconds=plan.peer_seconds, warm_up=not plan.quick),
         "health": lambda: health_figure(deadline=plan.health_deadline, requests=plan.health_requests),
         "stack": lambda: stack_figure(clients=plan.clients, messages=plan.messages),
     }

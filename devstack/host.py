@@ -25,11 +25,13 @@ reader, shared with the diagnostics command, re-exported here); the launcher in
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
 import logging
 import os
+import queue
 import re
 import threading
 import weakref
@@ -41,15 +43,11 @@ from urllib.parse import parse_qsl
 
 import azure.functions as func
 from azure.functions.decorators.http import HttpTrigger
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devstack.body_limit import body_limit, request_body_limit
 from shared.local_settings import (
@@ -65,10 +63,13 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_ROUTE_PREFIX",
     "MAX_REQUEST_BODY_BYTES",
+    "THREAD_COUNT_SETTING",
     "CorsSettings",
+    "FunctionsHost",
     "HttpFunction",
     "LocalSettings",
     "LocalSettingsError",
+    "WorkerPool",
     "apply_values",
     "build_host",
     "http_functions",
@@ -76,6 +77,7 @@ __all__ = [
     "read_local_settings",
     "read_route_prefix",
     "route_url",
+    "worker_thread_count",
 ]
 
 logger = logging.getLogger(__name__)
@@ -317,59 +319,121 @@ def _segment_precedence(parameters: Sequence[_Parameter], whole: bool) -> int:
 # --- requests and responses ---------------------------------------------------------------------
 
 
-def to_function_request(request: Request, body: bytes, route_params: Mapping[str, str]) -> func.HttpRequest:
-    """A func.HttpRequest exactly as the real host and the Python worker would build it."""
+def to_function_request(scope: Scope, body: bytes, route_params: Mapping[str, str]) -> func.HttpRequest:
+    """A func.HttpRequest exactly as the real host and the Python worker would build it, from the ASGI scope."""
     headers: dict[str, str] = {}
-    for raw_name, raw_value in request.headers.raw:
+    for raw_name, raw_value in scope["headers"]:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
-    query_string = request.scope.get("query_string", b"").decode("latin-1")
-    grouped: dict[str, tuple[str, list[str]]] = {}
-    for key, value in parse_qsl(query_string, keep_blank_values=True):
-        grouped.setdefault(key.lower(), (key, []))[1].append(value)
-    params = {key: ",".join(values) for key, values in grouped.values() if ",".join(values)}
-    raw_path = request.scope.get("raw_path")
-    url = request.url if raw_path is None else request.url.replace(path=raw_path.decode("latin-1"))
+        previous = headers.get(name)
+        headers[name] = value if previous is None else f"{previous},{value}"
+    query_string = scope.get("query_string", b"").decode("latin-1")
+    params: dict[str, str] = {}
+    if query_string:
+        grouped: dict[str, tuple[str, list[str]]] = {}
+        for key, value in parse_qsl(query_string, keep_blank_values=True):
+            grouped.setdefault(key.lower(), (key, []))[1].append(value)
+        params = {key: ",".join(values) for key, values in grouped.values() if ",".join(values)}
     return func.HttpRequest(
-        method=request.method, url=str(url), headers=headers, params=params, route_params=route_params, body=body
+        method=scope["method"],
+        url=_request_url(scope, headers.get("host"), query_string),
+        headers=headers,
+        params=params,
+        route_params=route_params,
+        body=body,
     )
 
 
-def to_asgi_response(result: object) -> Response:
+def _request_url(scope: Scope, host: str | None, query_string: str) -> str:
+    """The URL the client asked for: its Host header (else the server's address), the raw path, the query."""
+    scheme = scope.get("scheme", "http")
+    if host is None:
+        server_host, server_port = scope.get("server") or ("localhost", None)
+        default_port = {"http": 80, "https": 443}.get(scheme)
+        host = server_host if server_port in (None, default_port) else f"{server_host}:{server_port}"
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path is not None else scope.get("root_path", "") + scope["path"]
+    return f"{scheme}://{host}{path}" + (f"?{query_string}" if query_string else "")
+
+
+#: Response headers the server sets itself from the body it sends.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class AsgiResponse:
+    """A status, raw headers and a body, ready for ``http.response.start`` and ``http.response.body``."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    async def __call__(self, send: Send) -> None:
+        headers = [*self.headers, (b"content-length", str(len(self.body)).encode("latin-1"))]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _plain_text(status: int, text: str, **headers: str) -> AsgiResponse:
+    raw = [(b"content-type", b"text/plain; charset=utf-8")]
+    raw += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    return AsgiResponse(status, raw, text.encode("utf-8"))
+
+
+def to_asgi_response(result: object) -> AsgiResponse:
     """What the worker and the host make of a function's return value."""
     if isinstance(result, str):
-        return Response(result.encode("utf-8"), headers={"content-type": "text/plain; charset=utf-8"})
+        return AsgiResponse(200, [(b"content-type", b"text/plain; charset=utf-8")], result.encode("utf-8"))
     if not isinstance(result, func.HttpResponse):
         raise TypeError(f"an HTTP function must return func.HttpResponse or str, not {type(result).__name__}")
-    headers: dict[str, str] = {}
-    cookies: list[str] = []
+    headers: list[tuple[bytes, bytes]] = []
+    has_content_type = False
     for name, value in result.headers.items():
         lowered = name.lower()
-        if lowered == "set-cookie":
-            cookies.append(value)
-        elif lowered not in {"content-length", "transfer-encoding"}:  # the server frames the body itself
-            headers[lowered] = value
-    if "content-type" not in headers:
+        if lowered in _FRAMING_HEADERS:  # the server frames the body itself
+            continue
+        has_content_type = has_content_type or lowered == "content-type"
+        headers.append((lowered.encode("latin-1"), value.encode("latin-1")))
+    if not has_content_type:
         mimetype = result.mimetype
-        headers["content-type"] = f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") else mimetype
+        content_type = f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") else mimetype
+        headers.append((b"content-type", content_type.encode("latin-1")))
     status = result.status_code
     body = b"" if status in {204, 304} else result.get_body()
-    response = Response(body, status_code=status, headers=headers)
-    response.raw_headers.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in cookies)
-    return response
+    return AsgiResponse(status, headers, body)
 
 
 # --- the ASGI application -----------------------------------------------------------------------
+
+#: The Python worker's app setting for the size of the thread pool that runs sync functions.
+THREAD_COUNT_SETTING = "PYTHON_THREADPOOL_THREAD_COUNT"
+
+
+def worker_thread_count(environ: Mapping[str, str]) -> int | None:
+    """The sync functions' thread pool size as the Python worker reads it: a positive whole number, else None.
+
+    None is ThreadPoolExecutor's own default (``min(32, cpu_count + 4)``), which the worker uses
+    when the setting is absent or invalid (an invalid value is logged and ignored, as there).
+    """
+    raw = environ.get(THREAD_COUNT_SETTING, "").strip()
+    if not raw:
+        return None
+    if raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    logger.warning(
+        "%s must be a whole number of threads of at least 1, not %r; using the default", THREAD_COUNT_SETTING, raw[:40]
+    )
+    return None
 
 
 @dataclass(frozen=True)
 class _Target:
     function: HttpFunction
     defaults: Mapping[str, str]
+    is_async: bool
 
 
 class _Dispatcher:
-    """The ASGI endpoint of one path: picks the function for the method, or answers 405."""
+    """The functions of one path, by method."""
 
     def __init__(self) -> None:
         self.by_method: dict[str, _Target] = {}
@@ -389,60 +453,208 @@ class _Dispatcher:
         else:
             self.by_method.update(dict.fromkeys(methods, target))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        target = self.by_method.get(request.method) or self.any_method
-        if target is None:
-            allowed = ", ".join(sorted(self.by_method))
-            response: Response = PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": allowed})
-        else:
-            response = await _invoke(target, request)
-        await response(scope, receive, send)
+    def target_for(self, method: str) -> _Target | None:
+        return self.by_method.get(method) or self.any_method
+
+    def allowed(self) -> str:
+        return ", ".join(sorted(self.by_method))
 
 
-async def _invoke(target: _Target, request: Request) -> Response:
-    function = target.function
-    body = await request.body()  # beyond the body limit this raises and the server answers 413
-    route_params = {**target.defaults, **{k: str(v) for k, v in request.path_params.items() if str(v) != ""}}
-    http_request = to_function_request(request, body, route_params)
-    arguments = {function.binding_name: http_request}
-    try:
-        if inspect.iscoroutinefunction(function.user_function):
-            result = await function.user_function(**arguments)
-        else:
-            result = await run_in_threadpool(function.user_function, **arguments)
-        response = to_asgi_response(result)
-    except Exception:
-        logger.exception("Executed '%s' (Failed) %s %s", function.name, request.method, request.url.path)
-        return Response(status_code=500)
-    logger.info(
-        "Executed '%s' (Succeeded) %s %s -> %d", function.name, request.method, request.url.path, response.status_code
-    )
-    return response
+class _FunctionRoute:
+    """A route template compiled to match as ASP.NET Core routing does: any case, optional trailing slash."""
 
-
-class _FunctionRoute(Route):
-    """A starlette route that matches as ASP.NET Core routing does: any case, optional trailing slash."""
-
-    def __init__(self, path: str, dispatcher: _Dispatcher, max_body_bytes: int) -> None:
-        super().__init__(path, dispatcher, max_body_size=max_body_bytes)
-        pattern = self.path_regex.pattern.removesuffix("$")
+    def __init__(self, path: str, dispatcher: _Dispatcher) -> None:
+        self.path = path
+        self.dispatcher = dispatcher
+        path_regex, _, self.param_convertors = compile_path(path)
+        pattern = path_regex.pattern.removesuffix("$")
         self.path_regex = re.compile(pattern + ("" if pattern.endswith("/") else "/?") + "$", re.IGNORECASE)
 
+    def match_path(self, path: str) -> dict[str, str] | None:
+        """The path parameters (as strings, empty ones left out) if ``path`` is this route's, else None."""
+        match = self.path_regex.match(path)
+        if match is None:
+            return None
+        convertors = self.param_convertors
+        values = (str(convertors[key].convert(value)) for key, value in match.groupdict().items())
+        return {key: value for key, value in zip(match.groupdict(), values, strict=True) if value != ""}
 
-def build_routes(
-    functions: Iterable[HttpFunction], route_prefix: str, max_body_bytes: int = MAX_REQUEST_BODY_BYTES
-) -> list[BaseRoute]:
+
+def build_routes(functions: Iterable[HttpFunction], route_prefix: str) -> list[_FunctionRoute]:
     """One route per distinct path, most specific first, each dispatching by method."""
     dispatchers: dict[str, tuple[str, _Dispatcher, tuple[int, ...]]] = {}
     for function in functions:
+        is_async = inspect.iscoroutinefunction(function.user_function)
         for variant in _translate(route_prefix, function.route):
             key = variant.path.lower()
             if key not in dispatchers:
                 dispatchers[key] = (variant.path, _Dispatcher(), variant.precedence)
-            dispatchers[key][1].add(_Target(function, variant.defaults), variant.path)
+            dispatchers[key][1].add(_Target(function, variant.defaults, is_async), variant.path)
     ordered = sorted(dispatchers.values(), key=lambda entry: entry[2])
-    return [_FunctionRoute(path, dispatcher, max_body_bytes) for path, dispatcher, _ in ordered]
+    return [_FunctionRoute(path, dispatcher) for path, dispatcher, _ in ordered]
+
+
+class _ClientDisconnected(Exception):
+    """The client went away before its request body was complete: nothing to answer."""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (the body limit in front of the host refuses one that grows too large)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientDisconnected
+        chunk = message.get("body", b"")
+        if not message.get("more_body", False):
+            return b"".join((*chunks, chunk)) if chunks else chunk
+        chunks.append(chunk)
+
+
+class WorkerPool:
+    """The threads sync functions run on: as many as the Python worker's pool has, started as work arrives.
+
+    The size is the worker's: ``PYTHON_THREADPOOL_THREAD_COUNT``, else ThreadPoolExecutor's default
+    (``min(32, cpu_count + 4)``). It is not a ThreadPoolExecutor because every call through one
+    builds a concurrent Future (with its own lock and condition) and chains an asyncio Future to
+    it, which profiles showed as a sixth of the host's cost per request; here a call is one queue
+    put, and its result comes back with one ``call_soon_threadsafe``. Only the event loop's thread
+    calls ``run``.
+    """
+
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size if size is not None else min(32, (os.cpu_count() or 1) + 4)
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._outstanding = 0  # calls submitted and not yet answered; read and written on the loop's thread only
+
+    async def run(self, call: Callable[[], object]) -> object:
+        """``call()`` on one of the pool's threads; its result or its exception."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        self._outstanding += 1
+        try:
+            if self._outstanding > len(self._threads) and len(self._threads) < self.size:
+                self._start_thread()
+            self._queue.put((loop, future, call))
+            return await future
+        finally:
+            self._outstanding -= 1
+
+    def shutdown(self) -> None:
+        """Let every thread end once it is idle (a running call finishes first); later calls start new ones."""
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"functions-worker-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        while (work := self._queue.get()) is not None:
+            loop, future, call = work
+            try:
+                result = call()
+            except BaseException as error:  # handed to the awaiting request, which logs it
+                loop.call_soon_threadsafe(_settle, future, None, error)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+            del work, future, call
+
+
+_Work = tuple[asyncio.AbstractEventLoop, "asyncio.Future[object]", Callable[[], object]]
+
+
+def _settle(future: asyncio.Future[object], result: object, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class FunctionsHost:
+    """The ASGI application of the local host: each request to the function its route and method name.
+
+    The path a real request takes is kept short, as the host's own cost is what a developer waits
+    for on every local call: routes are matched with their compiled expressions directly, the
+    func.HttpRequest is built from the ASGI scope, and the func.HttpResponse becomes raw ASGI
+    messages. Sync functions run on a thread pool of the size the Python worker gives its own
+    (``PYTHON_THREADPOOL_THREAD_COUNT``, else ThreadPoolExecutor's default), async ones on the loop.
+    """
+
+    def __init__(self, routes: Sequence[_FunctionRoute], thread_count: int | None) -> None:
+        self.routes = tuple(routes)
+        self._pool = WorkerPool(thread_count)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":  # the Functions host serves no WebSocket
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        for route in self.routes:
+            path_params = route.match_path(path)
+            if path_params is not None:
+                break
+        else:
+            await _plain_text(404, "Not Found")(send)
+            return
+        target = route.dispatcher.target_for(scope["method"])
+        if target is None:
+            await _plain_text(405, "Method Not Allowed", Allow=route.dispatcher.allowed())(send)
+            return
+        try:
+            body = await _read_body(receive)  # beyond the body limit this raises and the limit answers 413
+        except _ClientDisconnected:
+            return
+        response = await self._invoke(target, scope, body, {**target.defaults, **path_params})
+        await response(send)
+
+    async def _invoke(self, target: _Target, scope: Scope, body: bytes, route_params: dict[str, str]) -> AsgiResponse:
+        function = target.function
+        try:
+            arguments = {function.binding_name: to_function_request(scope, body, route_params)}
+            if target.is_async:
+                result = await function.user_function(**arguments)
+            else:
+                result = await self._pool.run(functools.partial(function.user_function, **arguments))
+            response = to_asgi_response(result)
+        except Exception:
+            logger.exception("Executed '%s' (Failed) %s %s", function.name, scope["method"], scope["path"])
+            return AsgiResponse(500, [], b"")
+        if response.status >= 500:
+            # The function answered, but with a server error: that is not a success to whoever reads the log.
+            logger.warning(
+                "Executed '%s' (Failed, answered %d) %s %s",
+                function.name,
+                response.status,
+                scope["method"],
+                scope["path"],
+            )
+        elif logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "Executed '%s' (Succeeded) %s %s -> %d", function.name, scope["method"], scope["path"], response.status
+            )
+        return response
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._pool.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 def build_host(
@@ -451,10 +663,11 @@ def build_host(
     route_prefix: str = DEFAULT_ROUTE_PREFIX,
     cors: CorsSettings | None = None,
     max_body_bytes: int | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The ASGI application serving ``app``'s HTTP triggers; run it with devstack.servers.ServerThread.
 
-    ``max_body_bytes`` defaults to FUNCTIONS_REQUEST_BODY_SIZE_LIMIT from the environment (devstack.body_limit).
+    ``max_body_bytes`` defaults to FUNCTIONS_REQUEST_BODY_SIZE_LIMIT from the environment (devstack.body_limit),
+    the thread pool's size to PYTHON_THREADPOOL_THREAD_COUNT from it.
     """
     if max_body_bytes is None:
         max_body_bytes = request_body_limit(os.environ)
@@ -471,5 +684,7 @@ def build_host(
             )
         )
     middleware.append(body_limit(max_body_bytes))  # inside CORS, so a refusal carries its headers too
-    routes = build_routes(http_functions(app), route_prefix, max_body_bytes)
-    return Starlette(routes=routes, middleware=middleware)
+    host: ASGIApp = FunctionsHost(build_routes(http_functions(app), route_prefix), worker_thread_count(os.environ))
+    for factory, args, options in reversed(middleware):
+        host = factory(host, *args, **options)
+    return host

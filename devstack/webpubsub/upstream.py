@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .event_client import EventClient, EventResponse
 from .protocol import Payload
 from .settings import EventHandlerSettings, HubSettings, ServiceSettings, redacted_url as _redacted
 
@@ -41,6 +42,7 @@ __all__ = [
     "UpstreamLog",
     "UpstreamRecord",
     "UserEventOutcome",
+    "event_handler_client",
 ]
 
 logger = logging.getLogger("devstack.webpubsub.upstream")
@@ -230,7 +232,7 @@ class UpstreamDispatcher:
         self.hubs = settings.hubs
         self.log = log
         self._upstream_token = upstream_token
-        self._client: httpx.AsyncClient | None = None
+        self._client: EventClient | None = None
         self._validations: dict[tuple[str, str], _Validation] = {}
         self._pending_validations: dict[tuple[str, str], asyncio.Task[bool]] = {}
 
@@ -366,7 +368,7 @@ class UpstreamDispatcher:
         content: bytes,
         content_type: str = "application/json; charset=utf-8",
         extra_headers: tuple[tuple[str, str], ...] = (),
-    ) -> httpx.Response | str:
+    ) -> EventResponse | str:
         """POST one CloudEvent; the response, or a short reason why there is none."""
         record = {
             "hub": context.hub,
@@ -523,17 +525,22 @@ class UpstreamDispatcher:
         else:
             logger.warning("abuse protection %s %s -> %s refused: %s", method, _redacted(url), status, detail)
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> EventClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.settings.upstream_timeout_seconds, follow_redirects=False)
+            self._client = event_handler_client(self.settings.upstream_timeout_seconds)
         return self._client
+
+
+def event_handler_client(timeout: float) -> EventClient:
+    """The HTTP client events go out on: kept-alive connections with Nagle's algorithm off, no redirects."""
+    return EventClient(timeout)
 
 
 def _expand(url_template: str, hub: str, event_name: str) -> str:
     return url_template.replace("{hub}", quote(hub, safe="")).replace("{event}", quote(event_name, safe=""))
 
 
-def _text_body(response: httpx.Response, limit: int = 4096) -> str | None:
+def _text_body(response: EventResponse, limit: int = 4096) -> str | None:
     """A failure answer's body when it is text or JSON (what a handler's error message is), else None."""
     media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type not in ("text/plain", "application/json") or not response.content:
@@ -554,7 +561,7 @@ def _json_object(content: bytes) -> dict[str, Any] | str | None:
     return loaded
 
 
-def _connection_state(response: httpx.Response) -> str | None:
+def _connection_state(response: EventResponse) -> str | None:
     values = response.headers.get_list("ce-connectionState")
     return values[-1] if values else None
 

@@ -20,13 +20,18 @@ ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^(?P<name>[a-z]+): (?P<value>.+) \(target (?P<target>[^()]+)\) (?P<verdict>met|MISSED)$")
 VALUES = {
     "import": re.compile(r"^\d+\.\d\dx$"),
+    "coldstart": re.compile(
+        r"^negotiate \(connection string\) \d+\.\d\dx, negotiate \(entra\) \d+\.\d\dx, first signed event \d+\.\d\dx$"
+    ),
     "negotiate": re.compile(r"^\d+\.\d\dx$"),
     "eventhandler": re.compile(
         r"^connect \d+\.\d\dx, message \d+\.\d\dx, [\d,]+ messages/s and [\d,]+ connects/s on one core$"
     ),
+    "peer": re.compile(r"^connect \d+\.\d\dx, message \d+\.\d\dx the official Node handler's requests/s$"),
     "health": re.compile(r"^\d+\.\d{3} s worst of \d+ answers with every dependency hanging, deadline [\d.]+ s$"),
     "stack": re.compile(
-        r"^5 clients, \d+ failures, [\d,]+ connects/s, message round trip p50 [\d.]+ ms p99 [\d.]+ ms$"
+        r"^5 clients: \d+ failures, [\d,]+ connects/s, round trip p50 [\d.]+ ms p99 [\d.]+ ms, "
+        r"event ack p50 [\d.]+ ms p99 [\d.]+ ms$"
     ),
 }
 

@@ -4,6 +4,7 @@ reads them, and negotiate served end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -19,12 +20,15 @@ import pytest
 
 import function_app
 from devstack.host import (
+    THREAD_COUNT_SETTING,
+    WorkerPool,
     apply_values,
     build_host,
     http_functions,
     indexed_functions,
     read_local_settings,
     read_route_prefix,
+    worker_thread_count,
 )
 from devstack.servers import ServerThread
 from tests.support.fakes import EMULATOR_KEY
@@ -107,6 +111,11 @@ def styled(req: func.HttpRequest) -> func.HttpResponse | str:
 @fake.route(route="fail", methods=["GET"])
 def fail(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("the function broke")
+
+
+@fake.route(route="unavailable", methods=["GET"])
+def unavailable(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse('{"error":"down"}', status_code=503, mimetype="application/json")
 
 
 @fake.route(route="wait", methods=["GET"])
@@ -344,6 +353,25 @@ def test_a_raising_function_gets_500_and_is_logged(host: httpx.Client, caplog: p
     assert "the function broke" in str(failures[0].exc_info[1])
 
 
+def executed_lines(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.getMessage().startswith(f"Executed '{name}'")]
+
+
+def test_a_function_answering_a_server_error_is_logged_as_failed_not_succeeded(
+    host: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="devstack.host"):
+        assert host.get("/api/unavailable").status_code == 503
+        assert host.get("/api/items/latest").status_code == 200
+    [failed] = executed_lines(caplog, "unavailable")
+    assert "Succeeded" not in failed.getMessage()
+    assert "(Failed, answered 503)" in failed.getMessage()
+    assert failed.levelno == logging.WARNING
+    [succeeded] = executed_lines(caplog, "latest")
+    assert "(Succeeded)" in succeeded.getMessage()
+    assert succeeded.getMessage().endswith("-> 200")
+
+
 def test_a_function_returning_something_else_gets_500(host: httpx.Client) -> None:
     assert host.get("/api/styled", params={"kind": "none"}).status_code == 500
 
@@ -364,6 +392,53 @@ def test_sync_functions_run_off_the_event_loop(host: httpx.Client) -> None:
 
 def test_async_functions_are_awaited(host: httpx.Client) -> None:
     assert host.get("/api/coroutine").text == "awaited"
+
+
+@pytest.mark.parametrize(
+    ("environ", "count"),
+    [({}, None), ({THREAD_COUNT_SETTING: "1"}, 1), ({THREAD_COUNT_SETTING: " 16 "}, 16)]
+    + [({THREAD_COUNT_SETTING: bad}, None) for bad in ("0", "-2", "many", "1.5")],
+)
+def test_the_thread_pool_size_is_read_as_the_python_worker_reads_it(environ: dict[str, str], count: int | None) -> None:
+    assert worker_thread_count(environ) == count
+
+
+def test_the_pool_defaults_to_thread_pool_executors_size() -> None:
+    assert WorkerPool().size == min(32, (os.cpu_count() or 1) + 4)
+    assert WorkerPool(3).size == 3
+
+
+def test_the_pool_runs_calls_concurrently_on_at_most_its_size_of_threads() -> None:
+    both_running = threading.Barrier(2, timeout=10)
+    names: list[str] = []
+
+    def call() -> str:
+        names.append(threading.current_thread().name)
+        both_running.wait()  # only passes if two calls run at the same time
+        return "done"
+
+    async def run_all(pool: WorkerPool) -> list[object]:
+        return list(await asyncio.gather(*(pool.run(call) for _ in range(6))))
+
+    pool = WorkerPool(2)
+    try:
+        assert asyncio.run(run_all(pool)) == ["done"] * 6
+    finally:
+        pool.shutdown()
+    assert len(set(names)) == 2
+    assert all(name.startswith("functions-worker-") for name in names)
+
+
+def test_the_pool_hands_a_calls_exception_to_its_caller() -> None:
+    def broken() -> None:
+        raise LookupError("no such thing")
+
+    pool = WorkerPool(1)
+    try:
+        with pytest.raises(LookupError, match="no such thing"):
+            asyncio.run(pool.run(broken))
+    finally:
+        pool.shutdown()
 
 
 # --- CORS from local.settings.json ---------------------------------------------------------------

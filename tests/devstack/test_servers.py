@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from devstack.servers import ServerStartError, ServerThread, TokenRedactingFilter
+from devstack.servers import ServerStartError, ServerThread, TokenRedactingFilter, bind_socket
 
 
 def greeting_app(text: str) -> Starlette:
@@ -86,3 +86,23 @@ def test_token_values_in_logged_urls_are_blanked_and_the_rest_kept() -> None:
         '127.0.0.1:5000 - "WebSocket /client/hubs/chat?awps_connection_id=c1'
         '&awps_reconnection_token=<redacted>&access_token=<redacted>" [accepted]'
     )
+
+
+def nagle_is_off(sock: socket.socket) -> bool:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_listening_sockets_are_tcp_with_nagle_off() -> None:
+    """asyncio turns Nagle off only on sockets whose protocol is TCP; accepted ones inherit the listener's."""
+    with contextlib.closing(bind_socket("127.0.0.1", 0)) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert nagle_is_off(sock)
+
+
+def test_accepted_connections_have_nagle_off_so_kept_alive_requests_never_wait_for_a_delayed_ack() -> None:
+    with ServerThread(greeting_app("hello")) as server, httpx.Client() as client:
+        for _ in range(3):  # the same kept-alive connection
+            assert client.get(server.base_url + "/").text == "hello"
+        sockets = server.connection_sockets()
+        assert len(sockets) == 1
+        assert nagle_is_off(sockets[0])

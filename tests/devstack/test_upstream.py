@@ -9,12 +9,18 @@ import hmac
 import json
 import logging
 import re
+import socket
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from devstack.servers import ServerThread
 from devstack.webpubsub import EventHandlerSettings, RunningWebPubSub
+from devstack.webpubsub.upstream import event_handler_client
 
 from .conftest import (
     ACCESS_KEY,
@@ -387,3 +393,39 @@ def test_upstream_log_shows_outcomes_but_no_secrets(
     written = json.dumps(records) + caplog.text
     for secret in (function_key, ACCESS_KEY, token, expected_signature(connection_id)):
         assert secret not in written
+
+
+def test_events_go_out_on_connections_with_nagle_off() -> None:
+    """The service's client sockets to the event handler: no request waits for the handler's delayed ACK."""
+
+    async def post_twice(url: str) -> list[tuple[int, int]]:
+        client = event_handler_client(5.0)
+        try:
+            for _ in range(2):
+                await client.post(url, content=b"{}")
+            sockets = client.open_sockets()
+            return [(sock.proto, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) for sock in sockets]
+        finally:
+            await client.aclose()
+
+    async def ok(_: Request) -> Response:
+        return Response(status_code=204)
+
+    with ServerThread(Starlette(routes=[Route("/", ok, methods=["POST"])])) as server:
+        [(protocol, no_delay)] = asyncio.run(post_twice(server.base_url + "/"))  # one kept-alive connection
+    assert protocol == socket.IPPROTO_TCP
+    assert no_delay != 0
+
+
+def test_every_socket_of_a_client_and_its_events_has_nagle_off(
+    service: RunningWebPubSub, request: pytest.FixtureRequest, hub: str
+) -> None:
+    """The client's WebSocket as the service accepted it, and the service's event connection as the handler did."""
+    handler_server: ServerThread = request.getfixturevalue("_handler_server")[1]
+    with json_client(service, hub):
+        client_sockets = service.server.connection_sockets()
+        handler_sockets = handler_server.connection_sockets()
+        assert client_sockets
+        assert handler_sockets
+        for sock in client_sockets + handler_sockets:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
