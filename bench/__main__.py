@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from bench.measure import Figure
 
-FIGURES = ("import", "coldstart", "negotiate", "eventhandler", "peer", "health", "stack")
+FIGURES = ("import", "coldstart", "negotiate", "eventhandler", "peer", "health", "stack", "talkback")
 TARGETS = {
     "import": "<= 1.3x",
     "coldstart": "<= 1.3x",
@@ -30,6 +30,7 @@ TARGETS = {
     "peer": ">= 1.0x",
     "health": "<= deadline + 10%",
     "stack": "0 failures and the rates at 500 clients",
+    "talkback": ">= 0.8x the .aio client",
 }
 
 
@@ -95,6 +96,7 @@ def measurements(plan: Plan) -> dict[str, Callable[[], Figure]]:
     from bench.inprocess import eventhandler_figure, negotiate_figure
     from bench.peer import peer_figure
     from bench.stack import stack_figure
+    from bench.talkback import talkback_figure
 
     return {
         "import": lambda: import_figure(rounds=plan.import_rounds),
@@ -104,6 +106,7 @@ def measurements(plan: Plan) -> dict[str, Callable[[], Figure]]:
         "peer": lambda: peer_figure(rounds=plan.peer_rounds, seconds=plan.peer_seconds, warm_up=not plan.quick),
         "health": lambda: health_figure(deadline=plan.health_deadline, requests=plan.health_requests),
         "stack": lambda: stack_figure(clients=plan.clients, messages=plan.messages),
+        "talkback": lambda: talkback_figure(calls=300 if plan.quick else 3000),
     }
 
 

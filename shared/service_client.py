@@ -21,7 +21,8 @@ with Retry-After). Messages never hold keys or tokens.
 `AsyncServiceClient` offers the same operations to `async def` code. It runs the sync client in the
 default thread pool instead of keeping a second, `.aio` SDK client: that would need a second (async)
 credential and a second connection pool per event loop, and each call is one short HTTP request the
-pool serves without blocking the loop.
+pool serves without blocking the loop (`make bench`'s talkback figure: about 0.9x the `.aio`
+client's throughput with 32 calls in flight).
 """
 
 from __future__ import annotations

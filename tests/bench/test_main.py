@@ -33,6 +33,7 @@ VALUES = {
         r"^5 clients: \d+ failures, [\d,]+ connects/s, round trip p50 [\d.]+ ms p99 [\d.]+ ms, "
         r"event ack p50 [\d.]+ ms p99 [\d.]+ ms$"
     ),
+    "talkback": re.compile(r"^\d+\.\d\dx the \.aio client's sends/s \([\d,]+ vs [\d,]+/s, \d+ in flight\)$"),
 }
 
 
