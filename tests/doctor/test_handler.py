@@ -1,4 +1,4 @@
-"""`python -m shared.doctor handler` against deliberately broken event handlers, served for real.
+"""`python -m doctor handler` against deliberately broken event handlers, served for real.
 
 One small Starlette handler runs on a free port for the module; each test chooses how it answers
 (no allowed origin, wrong status, wrong content type, 5xx on connect, no signature check) and
@@ -23,8 +23,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devstack.servers import ServerThread
-from shared.doctor.cli import main
-from shared.doctor.handler import (
+from doctor.cli import main
+from doctor.handler import (
     CONNECT_REQUEST,
     HANDSHAKE_FAILED,
     INVALID_STATUS_CODE,

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 
-from shared.doctor.report import Check, fail, fingerprint, ok, skip, warn
+from doctor.report import Check, fail, fingerprint, ok, skip, warn
 from shared.policy import JOIN_LEAVE_ROLE_PREFIX, SEND_ROLE_PREFIX
 
 CLIENT_PATH = re.compile(r"/client/hubs/([^/]+)/?")

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from devstack.__main__ import RunningStack, parse_arguments, start_stack
 from devstack.servers import ServerThread
-from shared.doctor.cli import main
+from doctor.cli import main
 from tests.support.fakes import EMULATOR_KEY
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def test_python_m_shared_doctor_runs_as_a_program(handler_without_allowed_origin
     environ["WEBPUBSUB_CONNECTION_STRING"] = CONNECTION_STRING  # read from the environment, as in Azure
     environ["WEBPUBSUB_CREDENTIAL"] = "connectionstring"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.doctor", "--json", "handler", handler_without_allowed_origin, "--timeout", "5"],
+        [sys.executable, "-m", "doctor", "--json", "handler", handler_without_allowed_origin, "--timeout", "5"],
         cwd=tmp_path,
         env=environ,
         capture_output=True,
@@ -123,7 +123,7 @@ def test_python_m_shared_doctor_runs_as_a_program(handler_without_allowed_origin
 
 
 def test_the_functions_host_never_imports_the_doctor() -> None:
-    code = "import sys, function_app; print([m for m in sys.modules if m.startswith('shared.doctor')])"
+    code = "import sys, function_app; print([m for m in sys.modules if m.startswith('doctor')])"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True, timeout=60
     )

@@ -1,4 +1,4 @@
-"""`python -m shared.doctor token`: each reason the service refuses a client token, and its agreement
+"""`python -m doctor token`: each reason the service refuses a client token, and its agreement
 with the local Web PubSub service about which tokens connect."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from websockets.sync.client import connect
 
 import function_app
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub, ServiceSettings
-from shared.doctor.cli import main
-from shared.doctor.token import ClientAddress, audience_differences, check_lifetime, permits
+from doctor.cli import main
+from doctor.token import ClientAddress, audience_differences, check_lifetime, permits
 from shared.policy import JOIN_LEAVE_ROLE_PREFIX, SEND_ROLE_PREFIX
 from shared.tokens import KeyTokenSource
 from tests.support.fakes import EMULATOR_KEY

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devstack.servers import ServerThread
-from shared.doctor.net import NETWORK_FIXES, Unreachable, classify, run_with_deadline, send
+from doctor.net import NETWORK_FIXES, Unreachable, classify, run_with_deadline, send
 
 
 @pytest.fixture(scope="module")

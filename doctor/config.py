@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 
 import requests
 
+from doctor.net import Unreachable, classify, run_with_deadline, send
+from doctor.report import Check, Status, fail, fingerprint, ok, skip, warn
+from doctor.target import AzureAccess, SettingsSource, read_keyvault_key, resolve_target
 from shared.config import (
     SETTING_NAMES,
     Concern,
@@ -25,9 +28,6 @@ from shared.config import (
     is_loopback_host,
     is_setting_name,
 )
-from shared.doctor.net import Unreachable, classify, run_with_deadline, send
-from shared.doctor.report import Check, Status, fail, fingerprint, ok, skip, warn
-from shared.doctor.target import AzureAccess, SettingsSource, read_keyvault_key, resolve_target
 from shared.errors import ConfigError, DependencyUnavailable
 from shared.tokens import describe_azure_error
 

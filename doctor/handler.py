@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, send
-from shared.doctor.report import Check, fail, fingerprint, ok, redact_url, skip, warn
+from doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, send
+from doctor.report import Check, fail, fingerprint, ok, redact_url, skip, warn
 from shared.protocol import (
     BINARY,
     HEADER_AWPS_VERSION,
@@ -61,7 +61,7 @@ CONNECT_REQUEST: dict[str, Any] = {
 }
 USER_EVENT_CONTENT_TYPES = frozenset({TEXT, JSON, BINARY})
 TEST_USER_ID = "webpubsub-doctor"
-TEST_MESSAGE = b"Test message from python -m shared.doctor"
+TEST_MESSAGE = b"Test message from python -m doctor"
 
 _FORGED_FIX = (
     "Check ce-signature (sha256= HMAC-SHA256 of ce-connectionId, keyed with the access key) on every event and "

@@ -1,4 +1,4 @@
-"""The command line of `python -m shared.doctor`: options, settings, one report, the exit code.
+"""The command line of `python -m doctor`: options, settings, one report, the exit code.
 
 Exit codes: 0 when everything checked is fine (warnings included), 1 when a check failed,
 2 for a usage error. The options shared by every command (--json, the overrides, --timeout)
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS
-from shared.doctor.report import Report, url_query_values
-from shared.doctor.target import (
+from doctor.net import DEFAULT_TIMEOUT_SECONDS
+from doctor.report import Report, url_query_values
+from doctor.target import (
     AzureAccess,
     Overrides,
     Target,
@@ -28,7 +28,7 @@ from shared.doctor.target import (
     signing_key,
 )
 
-PROG = "python -m shared.doctor"
+PROG = "python -m doctor"
 STDIN = "-"
 
 
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None, *, access: AzureAccess | None = None
     report.conceal(overrides.connection_string, source.environ.get("WEBPUBSUB_CONNECTION_STRING"), target.key)
     with _quiet_azure_logs():
         if args.command == "config":
-            from shared.doctor.config import check_config
+            from doctor.config import check_config
 
             report.extend(check_config(source, access))
         elif args.command == "token":
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None, *, access: AzureAccess | None = None
 
 
 def _token(args: argparse.Namespace, report: Report, target: Target, overrides: Overrides, access: AzureAccess) -> None:
-    from shared.doctor.token import ClientAddress, bare_token, check_token, is_client_url
+    from doctor.token import ClientAddress, bare_token, check_token, is_client_url
 
     text = sys.stdin.read() if args.client_token == STDIN else args.client_token
     report.conceal(text.strip(), bare_token(text), *url_query_values(text.strip()))
@@ -162,7 +162,7 @@ def _token(args: argparse.Namespace, report: Report, target: Target, overrides: 
 
 def _handler(args: argparse.Namespace, report: Report, target: Target, access: AzureAccess, timeout: float) -> bool:
     """Run the handler checks; False when there is no service host to send as the origin."""
-    from shared.doctor.handler import HandlerTarget, check_handler
+    from doctor.handler import HandlerTarget, check_handler
 
     report.conceal(*url_query_values(args.url))
     origin_host = urlsplit(target.endpoint).hostname if target.endpoint else None

@@ -1,4 +1,4 @@
-"""`python -m shared.doctor config`: the traps in the settings, and the probes in every mode.
+"""`python -m doctor config`: the traps in the settings, and the probes in every mode.
 
 The local Web PubSub service answers the connectionstring probes for real; Key Vault, Entra ID and
 a remote service are answered by fakes at the SDKs' transport, so the real SDK clients run.
@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub, ServiceSettings
-from shared.doctor.cli import main
-from shared.doctor.config import check_config, check_setting_names
-from shared.doctor.target import AzureAccess, collect_settings
+from doctor.cli import main
+from doctor.config import check_config, check_setting_names
+from doctor.target import AzureAccess, collect_settings
 from tests.support.fakes import (
     EMULATOR_KEY,
     FakeAdapter,

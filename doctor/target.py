@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, run_with_deadline
+from doctor.report import Check, fingerprint, ok, warn
 from shared.config import (
     Concern,
     CredentialMode,
@@ -25,8 +27,6 @@ from shared.config import (
     normalize_endpoint,
     parse_connection_string,
 )
-from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, run_with_deadline
-from shared.doctor.report import Check, fingerprint, ok, warn
 from shared.errors import ConfigError, DependencyUnavailable
 from shared.local_settings import (
     LocalSettingsError as LocalSettingsError,  # the doctor's callers catch it here
@@ -188,7 +188,7 @@ class Target:
         return warn(
             "settings",
             f"{self.load_error.log_message}; using {where}",
-            "Run `python -m shared.doctor config` for the full diagnosis.",
+            "Run `python -m doctor config` for the full diagnosis.",
         )
 
 
