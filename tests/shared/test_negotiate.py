@@ -220,6 +220,12 @@ class DownTokens:
     def service_client(self, hub: str) -> WebPubSubServiceClient:
         raise DependencyUnavailable("Key Vault", "connection refused")
 
+    def check(self, timeout: float) -> str:
+        raise DependencyUnavailable("Key Vault", "connection refused")
+
+    def cached_key(self) -> None:
+        return None
+
 
 def test_dependency_down_is_503_with_retry_after() -> None:
     use_runtime(Runtime(local_settings(), token_source=DownTokens()))
