@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, send
+from doctor.net import DEFAULT_TIMEOUT_SECONDS, send
 from doctor.report import Check, fail, fingerprint, ok, redact_url, skip, warn
+from shared.probes import ProbeFailed
 from shared.protocol import (
     BINARY,
     HEADER_AWPS_VERSION,
@@ -134,11 +135,11 @@ def check_handshake(session: requests.Session, target: HandlerTarget) -> tuple[C
         if response.status_code == 404:
             response = send(session, "GET", url, headers=headers, timeout=target.timeout)
             asked = "OPTIONS answered 404, then GET"
-    except Unreachable as error:
+    except ProbeFailed as error:
         return (
             fail(
                 "handshake",
-                f"the service cannot reach the handler: {error.detail}",
+                f"the service cannot reach the handler: {error.log_detail}",
                 error.fix + " The service must reach the URL from the internet (or through its private link).",
                 code=HANDSHAKE_FAILED,
             ),
@@ -241,9 +242,9 @@ def check_connect(session: requests.Session, target: HandlerTarget, connection_i
     )
     try:
         response = _send_event(session, target, "connect", headers, json.dumps(CONNECT_REQUEST).encode())
-    except Unreachable as error:
+    except ProbeFailed as error:
         return fail(
-            "connect", f"the connect event did not arrive: {error.detail}", error.fix, UNEXPECTED_RESPONSE
+            "connect", f"the connect event did not arrive: {error.log_detail}", error.fix, UNEXPECTED_RESPONSE
         ), False
     status = response.status_code
     if status == 204:
@@ -318,8 +319,10 @@ def check_user_event(
     )
     try:
         response = _send_event(session, target, "message", headers, TEST_MESSAGE)
-    except Unreachable as error:
-        return fail("user event", f"the message event did not arrive: {error.detail}", error.fix, UNEXPECTED_RESPONSE)
+    except ProbeFailed as error:
+        return fail(
+            "user event", f"the message event did not arrive: {error.log_detail}", error.fix, UNEXPECTED_RESPONSE
+        )
     status = response.status_code
     if 200 <= status < 300:
         media_type = _media_type(response)
@@ -377,8 +380,8 @@ def check_disconnected(session: requests.Session, target: HandlerTarget, connect
     )
     try:
         response = _send_event(session, target, "disconnected", headers, b'{"reason":null}')
-    except Unreachable as error:
-        return warn("disconnected", f"the disconnected event did not arrive: {error.detail}", error.fix)
+    except ProbeFailed as error:
+        return warn("disconnected", f"the disconnected event did not arrive: {error.log_detail}", error.fix)
     if 200 <= response.status_code < 300:
         return ok("disconnected", f"signed disconnected event accepted ({response.status_code})")
     return warn(
@@ -404,8 +407,8 @@ def check_refused(session: requests.Session, target: HandlerTarget, *, forged: b
     )
     try:
         response = _send_event(session, target, "connect", headers, json.dumps(CONNECT_REQUEST).encode())
-    except Unreachable as error:
-        return fail(name, f"{what} did not arrive: {error.detail}", error.fix)
+    except ProbeFailed as error:
+        return fail(name, f"{what} did not arrive: {error.log_detail}", error.fix)
     status = response.status_code
     if status == 401:
         return ok(name, f"{what} was refused with 401")

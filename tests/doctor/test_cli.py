@@ -158,7 +158,8 @@ def test_every_command_passes_against_the_local_stack(local_stack: RunningStack)
     code, output = run("config", "--json")
     assert code == 0, output
     assert set(statuses(output).values()) == {"ok"}, output
-    assert "HEAD /api/health answered 200" in output  # the service the stack started, not the file's port 8080
+    # The service the stack started, not the file's port 8080.
+    assert f"{local_stack.service.endpoint}/api/health?api-version=2024-12-01 answered 200" in output
 
     negotiated = httpx.get(local_stack.url("negotiate"), params={"userId": "alice", "group": "chat"}, timeout=10)
     assert negotiated.status_code == 200, negotiated.text
@@ -185,7 +186,7 @@ def test_the_local_stack_with_a_stale_key_fails_where_the_service_would(local_st
     other_key = EMULATOR_KEY[::-1]
     negotiated = httpx.get(local_stack.url("negotiate"), params={"userId": "alice"}, timeout=10).json()["url"]
     code, output = run("config", "--key", other_key, "--json")
-    assert (code, statuses(output)["service key"]) == (1, "fail"), output
+    assert (code, statuses(output)["service access"]) == (1, "fail"), output
     code, output = run("token", negotiated, "--key", other_key, "--json")
     assert (code, statuses(output)["signature"]) == (1, "fail"), output
     code, output = run("handler", local_stack.url("eventhandler"), "--key", other_key, "--json")
