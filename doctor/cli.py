@@ -22,11 +22,13 @@ from doctor.report import Report, url_query_values
 from doctor.target import (
     AzureAccess,
     Overrides,
+    SettingsSource,
     Target,
     collect_settings,
     resolve_target,
     signing_key,
 )
+from shared.config import is_loopback_host
 
 PROG = "python -m doctor"
 STDIN = "-"
@@ -91,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate an event handler URL as the service does, then send it signed and forged events.",
     )
     handler.add_argument("url", help="the event handler URL, e.g. https://<app>.azurewebsites.net/api/eventhandler")
+    hubs = commands.add_parser(
+        "hubs",
+        parents=[common],
+        help="whether the service delivers every served hub's events to the app",
+        description="Compare the event handler settings of every hub the app serves (the local service's own, or "
+        "Azure's through the management API with your Azure credential) with the app's settings: a handler at "
+        "all, its URL template, its system events and its upstream auth.",
+    )
+    hubs.add_argument("--subscription", help="Azure subscription id (default: AZURE_SUBSCRIPTION_ID)")
+    hubs.add_argument(
+        "--resource-group", help="resource group of the Web PubSub resource (default: AZURE_RESOURCE_GROUP)"
+    )
+    hubs.add_argument(
+        "--resource-name", help="name of the Web PubSub resource (default: the endpoint's <name>.webpubsub.azure.com)"
+    )
+    hubs.add_argument(
+        "--app-url", help="the app's base URL, https://<app>.azurewebsites.net (default: from WEBSITE_HOSTNAME)"
+    )
     return parser
 
 
@@ -134,6 +154,12 @@ def main(argv: Sequence[str] | None = None, *, access: AzureAccess | None = None
             report.extend(check_config(source, access))
         elif args.command == "token":
             _token(args, report, target, overrides, access)
+        elif args.command == "hubs":
+            problem = _hubs(args, report, source, target, access, timeout)
+            if problem:
+                parser.print_usage(sys.stderr)
+                print(f"{PROG} hubs: error: {problem}", file=sys.stderr)
+                return 2
         elif not _handler(args, report, target, access, timeout):
             parser.print_usage(sys.stderr)
             print(
@@ -158,6 +184,52 @@ def _token(args: argparse.Namespace, report: Report, target: Target, overrides: 
     report.conceal(key)
     configured = ClientAddress(target.endpoint, target.hub) if target.endpoint else None
     report.extend(check_token(text, configured=configured, key=key, key_note=key_note, groups=args.group))
+
+
+def _hubs(
+    args: argparse.Namespace,
+    report: Report,
+    source: SettingsSource,
+    target: Target,
+    access: AzureAccess,
+    timeout: float,
+) -> str | None:
+    """Run the hub checks; a usage problem (nothing to compare, or where to read) is returned instead."""
+    import requests
+
+    from doctor.hubs import AppExpectation, AzureHubs, AzureResource, HubSettingsSource, LocalHubs, check_hubs
+
+    report.add(target.describe())
+    if target.service is None or target.endpoint is None:
+        return "the service's settings do not load, so there are no hubs to compare; run `config` first"
+    settings = target.service
+    expected = AppExpectation.of(target.settings, source.environ, args.app_url)
+    hub_source: HubSettingsSource
+    if is_loopback_host(urlsplit(target.endpoint).hostname or ""):
+        hub_source = LocalHubs(target.endpoint, requests.Session(), timeout)
+    else:
+        resource = AzureResource.resolve(
+            source.environ,
+            target.endpoint,
+            subscription=args.subscription,
+            resource_group=args.resource_group,
+            resource_name=args.resource_name,
+        )
+        if resource.missing:
+            return "to read the hub settings from Azure, pass " + ", ".join(resource.missing)
+        assert resource.subscription is not None  # none is missing
+        assert resource.resource_group is not None
+        assert resource.resource_name is not None
+        hub_source = AzureHubs(
+            resource.subscription,
+            resource.resource_group,
+            resource.resource_name,
+            credential=lambda: access.credential_for(settings),
+            deadline=access.deadline,
+            client_factory=access.management_client,
+        )
+    report.extend(check_hubs(hub_source, expected))
+    return None
 
 
 def _handler(args: argparse.Namespace, report: Report, target: Target, access: AzureAccess, timeout: float) -> bool:

@@ -11,7 +11,7 @@ endpoint, hub and key), and when even those do not load they take what parses on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,6 +239,12 @@ def resolve_target(source: SettingsSource, overrides: Overrides | None = None) -
     )
 
 
+def _management_client(credential: TokenCredential, subscription: str) -> Any:
+    from doctor.hubs import management_client
+
+    return management_client(credential, subscription)
+
+
 @dataclass
 class AzureAccess:
     """How the doctor reaches Azure: one credential, and SDK clients that fail within seconds.
@@ -249,6 +255,8 @@ class AzureAccess:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     credential: TokenCredential | None = None
     sdk_options: Mapping[str, Any] = field(default_factory=dict)
+    # (credential, subscription) -> a WebPubSubManagementClient; tests pass a fake.
+    management_client: Callable[[TokenCredential, str], Any] = field(default=_management_client)
 
     def credential_for(self, settings: ServiceSettings) -> TokenCredential:
         """The app's identity (shared.probes.identity_credential), answering within the doctor's timeout."""
