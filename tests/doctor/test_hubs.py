@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -125,12 +126,9 @@ class FakeHubs:
             raise ResourceNotFoundError(f"hub {hub_name} not found")
         return self.hubs[hub_name]
 
-    def list(self, resource_group_name: str, resource_name: str) -> list[models.WebPubSubHub]:
-        listed = []
-        for name, hub in self.hubs.items():
-            hub.name = name  # read-only on the wire, set here as the service would
-            listed.append(hub)
-        return listed
+    def list(self, resource_group_name: str, resource_name: str) -> list[SimpleNamespace]:
+        # `name` is read-only in the SDK's model (the service fills it in): listed as the service would.
+        return [SimpleNamespace(name=name, serialize=hub.serialize) for name, hub in self.hubs.items()]
 
 
 class FakeManagement:
