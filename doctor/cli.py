@@ -25,6 +25,7 @@ from doctor.target import (
     SettingsSource,
     Target,
     collect_settings,
+    event_token,
     resolve_target,
     signing_key,
 )
@@ -243,8 +244,17 @@ def _handler(args: argparse.Namespace, report: Report, target: Target, access: A
     report.add(target.describe())
     key, key_note = signing_key(target, access)
     report.conceal(key)
+    bearer, bearer_note = (None, key_note) if key is not None else event_token(target, access)
+    report.conceal(bearer)
     handler_target = HandlerTarget(
-        url=args.url, origin_host=origin_host, hub=target.hub, key=key, key_note=key_note, timeout=timeout
+        url=args.url,
+        origin_host=origin_host,
+        hub=target.hub,
+        key=key,
+        key_note=key_note,
+        timeout=timeout,
+        bearer=bearer,
+        bearer_note=bearer_note,
     )
     report.extend(check_handler(handler_target))
     return True

@@ -21,6 +21,7 @@ from doctor.report import Check, fingerprint, ok, warn
 from shared.config import (
     Concern,
     CredentialMode,
+    EventAuth,
     ServiceSettings,
     Settings,
     load_settings,
@@ -348,3 +349,27 @@ def signing_key(target: Target, access: AzureAccess) -> tuple[str | None, str]:
     if target.mode == CredentialMode.ENTRA.value:
         return None, "WEBPUBSUB_CREDENTIAL=entra: the app holds no access key; pass --key to use one"
     return None, "no access key is configured; pass --key or --connection-string"
+
+
+def event_token(target: Target, access: AzureAccess) -> tuple[str | None, str]:
+    """A token for the event handler's audience (EVENTHANDLER_AUTH=bearer), as the service would send one.
+
+    From the doctor's credential: the app's managed identity in its console, the developer's login
+    or the local identity endpoint elsewhere. Returns the token and who it is from, or None and why not.
+    """
+    settings = target.service
+    if settings is None or Concern.EVENT_HANDLER in target.settings.problems:
+        return None, "no key, and the event handler's settings do not load"
+    bearer = target.settings.event_handler.bearer
+    if target.settings.event_handler.auth is not EventAuth.BEARER or bearer is None:
+        return None, f"no access key, and EVENTHANDLER_AUTH={target.settings.event_handler.auth.value} takes no token"
+    scope = bearer.audience.rstrip("/") + "/.default"
+    try:
+        credential = access.credential_for(settings)
+        token = run_with_deadline(lambda: credential.get_token(scope), access.deadline)
+    except ProbeFailed as error:
+        return None, f"no access key, and no token for {bearer.audience}: {error.log_detail}"
+    except Exception as error:  # any credential failure: the reason is the report's
+        return None, f"no access key, and no token for {bearer.audience} ({type(error).__name__}: {str(error)[:160]})"
+    who = f"identity {settings.client_id}" if settings.client_id else "the doctor's credential"
+    return token.token, f"{who} (a token for {bearer.audience})"
