@@ -20,7 +20,7 @@ from playwright.sync_api import Page, Route, expect
 from shared.errors import DependencyUnavailable
 from shared.protocol import ClientProtocol
 from shared.tokens import ClientAccess, TokenSource
-from tests.browser.conftest import RECONNECT_TIMEOUT_MS, AppSettings, ChatPage, LocalStack
+from tests.support.browser import RECONNECT_TIMEOUT_MS, AppSettings, ChatPage, LocalStack
 
 OpenChat = Callable[..., ChatPage]
 
