@@ -29,14 +29,6 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 CONNECTION_STRING = f"Endpoint=https://contoso.webpubsub.azure.com;AccessKey={EMULATOR_KEY};Version=1.0;"
 
 
-@pytest.fixture(autouse=True)
-def _no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT")):
-            monkeypatch.delenv(name)
-
-
 def token(hub: str = "chat") -> str:
     claims = {"aud": f"https://contoso.webpubsub.azure.com/client/hubs/{hub}", "exp": int(time.time()) + 600}
     return jwt.encode(claims, EMULATOR_KEY, algorithm="HS256")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -118,10 +117,6 @@ def handler(served: tuple[FakeHandler, str], monkeypatch: pytest.MonkeyPatch, tm
     fake, _ = served
     fake.behaviour = Behaviour()
     fake.seen.clear()
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT")):
-            monkeypatch.delenv(name)
     return fake
 
 

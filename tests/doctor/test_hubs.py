@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,14 +41,6 @@ ENTRA_APP = {
     "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-0000000000aa",
     "AZURE_RESOURCE_GROUP": "rg-contoso",
 }
-
-
-@pytest.fixture(autouse=True)
-def _only_these_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT", "AZURE_", "WEBSITE_")):
-            monkeypatch.delenv(name)
 
 
 def run(*argv: str, access: AzureAccess | None = None) -> tuple[int, dict[str, dict[str, Any]]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -31,15 +30,6 @@ from tests.support.roles import PATTERN_CASES, ROLE_CASES, PatternCase, RoleCase
 
 ENDPOINT = "https://contoso.webpubsub.azure.com"
 OTHER_KEY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
-
-
-@pytest.fixture(autouse=True)
-def _no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No local.settings.json and no app settings unless a test sets them."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT")):
-            monkeypatch.delenv(name)
 
 
 def make_token(
