@@ -409,13 +409,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
+    # Both, explicitly: a process started with SIGINT ignored (`make test > log &` from a script)
+    # inherits the ignore, and Python then installs no KeyboardInterrupt handler of its own.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     from shared.config import load_settings
 
     print(describe_settings(load_settings(os.environ)), flush=True)
     print(describe(stack), flush=True)
     try:
-        stopping.wait()
+        while not stopping.wait(0.5):  # woken by the handler; the timeout keeps the main thread responsive
+            pass
     except KeyboardInterrupt:
         pass
     finally:

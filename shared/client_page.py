@@ -14,14 +14,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import logging
 import string
 from dataclasses import dataclass
 from importlib import resources
 from urllib.parse import urlsplit
 
 from shared.config import Settings
-from shared.errors import NotFound
+from shared.errors import ConfigError, NotFound
 from shared.web import Request, Response
+
+logger = logging.getLogger(__name__)
 
 ROUTE_SEGMENT = "client"  # the page is at <route prefix>/client, its files at <route prefix>/client/<name>
 ONE_YEAR_SECONDS = 365 * 24 * 3600
@@ -105,11 +108,59 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return etag in candidates or "*" in candidates
 
 
+# Served when a setting the page needs is invalid: a person opened it, so answer in words, not JSON.
+# No script, no style, no value of a setting (the log quotes it); the setting's name and rule are
+# what /api/health shows anyone too.
+MISCONFIGURED_PAGE = string.Template("""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>The app is misconfigured</title></head>
+<body>
+<h1>The app is misconfigured</h1>
+<p>The chat page cannot start until the app's settings are fixed: $detail.</p>
+<p>Where to look:</p>
+<ul>
+<li><a href="health">/api/health</a> names every invalid setting and what else is unhealthy.</li>
+<li>The app's log (the terminal running <code>make run</code>, or Application Insights in Azure) quotes the
+rejected value.</li>
+<li>In the app's console, <code>python -m doctor config</code> checks every setting and says how to fix it.</li>
+</ul>
+</body>
+</html>
+""")
+MISCONFIGURED_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def misconfigured(error: ConfigError) -> Response:
+    """The page a person sees instead of the chat when a setting it needs is invalid (status: the error's)."""
+    logger.error("GET /api/client failed: the app is misconfigured: %s", error.log_message)
+    body = MISCONFIGURED_PAGE.substitute(detail=html.escape(error.detail)).encode("utf-8")
+    return Response(error.status, body, dict(MISCONFIGURED_HEADERS), PAGE.content_type)
+
+
 def serve(request: Request, settings: Settings) -> Response:
-    """Answer a GET for the page or one of its files; NotFound for anything else."""
+    """Answer a GET for the page or one of its files; NotFound for anything else.
+
+    The page itself answers a readable HTML page when a setting it needs is invalid; its files
+    (requested by a script, not a person) get the usual JSON error.
+    """
+    found = requested_asset(request.url)
+    try:
+        return _serve(request, settings, found)
+    except ConfigError as error:
+        if found is None or found[0] != "":
+            raise
+        return misconfigured(error)
+
+
+def _serve(request: Request, settings: Settings, found: tuple[str, bool] | None) -> Response:
     if not settings.client_page.enabled:
         raise NotFound("The client page is switched off (CLIENT_PAGE_ENABLED=false).")
-    found = requested_asset(request.url)
     if found is None:
         raise NotFound("No such file.")
     name, trailing_slash = found

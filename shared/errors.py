@@ -74,12 +74,15 @@ class UnsupportedMediaType(AppError):
 
 
 class DependencyUnavailable(AppError):
-    """A dependency failed; the caller should retry after a while, the operator reads `detail`."""
+    """A dependency failed; the caller should retry after a while, the operator reads `detail`.
+
+    `detail` may name resources (a vault, a secret) and roles; `summary` names the cause without them.
+    """
 
     status = 503
     default_code = "dependency_unavailable"
 
-    def __init__(self, dependency: str, detail: str, *, retry_after_seconds: int = 5):
+    def __init__(self, dependency: str, detail: str, *, retry_after_seconds: int = 5, summary: str | None = None):
         super().__init__(
             f"{dependency} is unavailable; retry later.",
             headers={"Retry-After": str(retry_after_seconds)},
@@ -87,6 +90,8 @@ class DependencyUnavailable(AppError):
         self.dependency = dependency
         self.detail = detail
         self.retry_after_seconds = retry_after_seconds
+        # The cause without resource names or role hints, for anonymous readers (/api/health's body).
+        self.summary = summary or f"{dependency} is unavailable"
 
     @property
     def log_message(self) -> str:

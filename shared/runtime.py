@@ -25,7 +25,13 @@ from shared.events import EventDispatcher, EventHandlers, handlers
 from shared.identity import CallerIdentifier, build_identifier
 from shared.negotiate import Negotiator
 from shared.policy import GroupPolicy
-from shared.tokens import SDK_CLIENT_OPTIONS, EntraTokenSource, KeyTokenSource, KeyVaultTokenSource, TokenSource
+from shared.tokens import (
+    IDENTITY_OPTIONS as IDENTITY_OPTIONS,
+    EntraTokenSource,
+    KeyTokenSource,
+    KeyVaultTokenSource,
+    TokenSource,
+)
 from shared.upstream_auth import UpstreamAuthenticator, build_authenticator
 
 if TYPE_CHECKING:
@@ -39,19 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _Result = TypeVar("_Result")
-
-# azure-identity's defaults wait minutes on a managed-identity endpoint that accepts connections and
-# never answers (long reads, then retries with back-off), and per-call options do not reach its HTTP
-# requests. Bounded here, a silent identity costs negotiate or a Key Vault read at most
-# about 16 s (three attempts), then a 503.
-# The retries are the other SDK clients' (SDK_CLIENT_OPTIONS); the identity endpoint is local to the
-# host, so its timeouts are shorter.
-IDENTITY_OPTIONS: dict[str, Any] = {
-    **SDK_CLIENT_OPTIONS,
-    "connection_timeout": 3,
-    "read_timeout": 5,
-    "process_timeout": 10,  # the developer tools (az, azd) the chain asks when run locally
-}
 
 
 class AsyncRunner:
@@ -143,11 +136,9 @@ class Runtime:
         """
         with self._lock:
             if self._credential is None:
-                from azure.identity import DefaultAzureCredential
+                from shared.probes import identity_credential
 
-                self._credential = DefaultAzureCredential(
-                    managed_identity_client_id=self.settings.service.client_id, **IDENTITY_OPTIONS
-                )
+                self._credential = identity_credential(self.settings.service.client_id)
             return self._credential
 
     @property

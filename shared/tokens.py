@@ -43,6 +43,19 @@ SDK_CLIENT_OPTIONS: dict[str, Any] = {
     "retry_backoff_max": 2,
 }
 
+# azure-identity's defaults wait minutes on a managed-identity endpoint that accepts connections and
+# never answers (long reads, then retries with back-off), and per-call options do not reach its HTTP
+# requests. Bounded here, a silent identity costs negotiate or a Key Vault read at most
+# about 16 s (three attempts), then a 503.
+# The retries are the other SDK clients' (SDK_CLIENT_OPTIONS); the identity endpoint is local to the
+# host, so its timeouts are shorter.
+IDENTITY_OPTIONS: dict[str, Any] = {
+    **SDK_CLIENT_OPTIONS,
+    "connection_timeout": 3,
+    "read_timeout": 5,
+    "process_timeout": 10,  # the developer tools (az, azd) the chain asks when run locally
+}
+
 CredentialProvider = Callable[[], "TokenCredential"]
 
 # The SDK's names (and generateToken's `clientType` values); the SDK builds each one's URL and audience.
@@ -88,6 +101,18 @@ class TokenSource(Protocol):
 
     def service_client(self, hub: str) -> WebPubSubServiceClient:
         """The SDK client token issuing uses for `hub`; the app's own REST calls share it (and its credential)."""
+        ...
+
+    def check(self, timeout: float) -> str:
+        """Prove now, within about `timeout`, that the credential is usable (health, the doctor).
+
+        Returns a secret-free detail; raises DependencyUnavailable or ConfigError like a first use.
+        Reading a key from elsewhere does that read; a key held in the settings only has to parse.
+        """
+        ...
+
+    def cached_key(self) -> KeyVaultStatus | None:
+        """The key held from an earlier read, for judging a failed read; None when keys are not read from elsewhere."""
         ...
 
 
@@ -184,6 +209,12 @@ class KeyTokenSource:
     def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
         return (self._key,)
 
+    def check(self, timeout: float) -> str:
+        return "the access key parses; tokens are signed locally"
+
+    def cached_key(self) -> KeyVaultStatus | None:
+        return None
+
 
 def key_from_secret(value: str | None, endpoint: str) -> str:
     """The access key from a Key Vault secret holding either the bare key or a connection string."""
@@ -255,6 +286,7 @@ class KeyVaultTokenSource:
         self._read_at: float | None = None  # last successful read
         self._attempted_at: float | None = None  # last read, successful or not
         self._last_error: str | None = None
+        self._last_summary = "Key Vault is unavailable"
         self._refreshing = threading.Lock()  # at most one read at a time
         self.reads = 0  # Key Vault reads so far; health and the tests read it
 
@@ -275,7 +307,12 @@ class KeyVaultTokenSource:
 
         `request_options` go to the SDK call (per-request timeouts and retries, for `probe`).
         """
-        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            AzureError,
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+        )
 
         self.reads += 1
         self._attempted_at = self._clock()
@@ -283,14 +320,21 @@ class KeyVaultTokenSource:
             secret = self._secret_client().get_secret(self._secret_name, **request_options)
             key = key_from_secret(secret.value, self._endpoint)
         except ResourceNotFoundError:
-            raise self._failed(f"secret {self._secret_name!r} does not exist in {self._vault_uri}") from None
+            raise self._failed(
+                f"secret {self._secret_name!r} does not exist in {self._vault_uri}", "the secret does not exist"
+            ) from None
         except HttpResponseError as error:
             hint = ""
             if error.status_code == 403:
                 hint = " (the app's identity needs the Key Vault Secrets User role on the vault)"
-            raise self._failed(describe_azure_error(error) + hint) from None
+            summary = f"Key Vault answered HTTP {error.status_code}"
+            if isinstance(error, ClientAuthenticationError) and error.response is None:
+                summary = "the app's identity could not get a token for Key Vault"
+            raise self._failed(describe_azure_error(error) + hint, summary) from None
         except AzureError as error:
-            raise self._failed(describe_azure_error(error)) from None
+            raise self._failed(
+                describe_azure_error(error), f"Key Vault could not be reached ({type(error).__name__})"
+            ) from None
         except ConfigError as error:
             self._last_error = error.log_message
             raise
@@ -301,9 +345,14 @@ class KeyVaultTokenSource:
         self._read_at = self._attempted_at
         self._last_error = None
 
-    def _failed(self, detail: str) -> DependencyUnavailable:
+    def _failed(self, detail: str, summary: str | None = None) -> DependencyUnavailable:
+        """`detail` names the vault and secret (the log); `summary` does not (anonymous readers)."""
         self._last_error = detail
-        return DependencyUnavailable("Key Vault", detail, retry_after_seconds=max(1, round(self._retry_seconds)))
+        if summary is not None:
+            self._last_summary = summary
+        return DependencyUnavailable(
+            "Key Vault", detail, retry_after_seconds=max(1, round(self._retry_seconds)), summary=self._last_summary
+        )
 
     def _since(self, moment: float | None) -> float:
         return float("inf") if moment is None else self._clock() - moment
@@ -368,21 +417,23 @@ class KeyVaultTokenSource:
                 self._refreshing.release()
         return self._current().access_keys()
 
-    def probe(self, timeout: float) -> None:
+    def check(self, timeout: float) -> str:
         """Read the secret now, for /api/health: proof that Key Vault and the identity work at this moment.
 
         An ordinary read (one at a time; a success refreshes the cached key, a failure keeps it and
-        shows in `status()`), but with `timeout` per network step and no retries, so a hung vault
+        shows in `cached_key()`), but with `timeout` per network step and no retries, so a hung vault
         cannot hold it long. Raises DependencyUnavailable or ConfigError, like a first read.
         """
         if not self._refreshing.acquire(timeout=timeout):
-            raise DependencyUnavailable("Key Vault", f"a read started earlier is still running after {timeout:g} s")
+            message = f"a read started earlier is still running after {timeout:g} s"
+            raise DependencyUnavailable("Key Vault", message, summary=message)
         try:
             self._read(connection_timeout=timeout, read_timeout=timeout, retry_total=0)
         finally:
             self._refreshing.release()
+        return "read the access key from Key Vault just now"
 
-    def status(self) -> KeyVaultStatus:
+    def cached_key(self) -> KeyVaultStatus:
         return KeyVaultStatus(
             has_key=self._signer is not None,
             age_seconds=None if self._read_at is None else self._since(self._read_at),
@@ -460,6 +511,12 @@ class EntraTokenSource:
 
     def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
         return ()
+
+    def check(self, timeout: float) -> str:
+        return "the app holds no key: tokens come from the service's generateToken API"
+
+    def cached_key(self) -> KeyVaultStatus | None:
+        return None
 
 
 def _token_expiry(token: str) -> datetime | None:

@@ -35,7 +35,7 @@ def test_health_is_200_against_the_local_service_with_development_warnings(servi
     assert response.headers["Cache-Control"] == "no-store"
     payload = json.loads(response.get_body())
     assert payload["status"] == "healthy"
-    assert set(payload["checks"]) == {"configuration", "webpubsub", "credential"}
+    assert set(payload["checks"]) == {"configuration", "webpubsub", "access", "credential"}
     assert all(set(check) == {"status", "durationMs", "detail"} for check in payload["checks"].values())
     assert any("NEGOTIATE_AUTH=anonymous" in warning for warning in payload["warnings"])
     assert payload["version"] == __version__

@@ -5,7 +5,9 @@ and ``webpubsub.sendToGroup`` grant the action for every group; a ``.<group>`` s
 for that group only; ``webpubsub.joinLeaveGroups.<pattern>`` and
 ``webpubsub.sendToGroups.<pattern>`` grant it for group names matching a pattern in which ``*``
 matches within one dot-separated segment, ``**`` matches across segments, ``?`` matches one
-character and a backslash escapes the next character. Literal grants are case-sensitive.
+character other than ``.``, and a backslash escapes the next character; a pattern with more than
+five ``*`` (those of ``**`` included) or a trailing backslash grants nothing (the service's
+documented wildcard group roles). Literal grants are case-sensitive.
 
 The REST permission API changes them at run time: a grant for one group adds it, a revoke for
 one group takes it away even when a role or pattern covered it, and a revoke without a group
@@ -23,6 +25,8 @@ from enum import Enum
 __all__ = ["GroupAction", "RolePermissions", "is_valid_group_name"]
 
 MAX_GROUP_NAME_LENGTH = 1024
+#: The most ``*`` one pattern may hold, those of ``**`` included.
+MAX_PATTERN_STARS = 5
 
 
 class GroupAction(Enum):
@@ -106,7 +110,7 @@ def _grant(grants: _Grants, action: GroupAction, role: str) -> None:
 
 def _compile_pattern(pattern: str) -> re.Pattern[str] | None:
     """Translate a group-name pattern into a regular expression; None if it is malformed."""
-    if not pattern:
+    if not pattern or _unescaped_stars(pattern) > MAX_PATTERN_STARS:
         return None
     regex: list[str] = []
     index = 0
@@ -122,6 +126,18 @@ def _compile_pattern(pattern: str) -> re.Pattern[str] | None:
             regex.append(".*")
             index += 2
             continue
-        regex.append({"*": "[^.]*", "?": "."}.get(char, re.escape(char)))
+        regex.append({"*": "[^.]*", "?": "[^.]"}.get(char, re.escape(char)))
         index += 1
     return re.compile("".join(regex), re.DOTALL)
+
+
+def _unescaped_stars(pattern: str) -> int:
+    count = 0
+    index = 0
+    while index < len(pattern):
+        if pattern[index] == "\\":
+            index += 2
+            continue
+        count += pattern[index] == "*"
+        index += 1
+    return count

@@ -10,17 +10,14 @@ change; negotiate failures told in words; and the sign-in link behind App Servic
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from playwright.sync_api import Page, Route, expect
 
-from shared.errors import DependencyUnavailable
-from shared.protocol import ClientProtocol
-from shared.tokens import ClientAccess, TokenSource
-from tests.browser.conftest import RECONNECT_TIMEOUT_MS, AppSettings, ChatPage, LocalStack
+from tests.support.browser import RECONNECT_TIMEOUT_MS, AppSettings, ChatPage, LocalStack
+from tests.support.fakes import UnavailableAtFirst
 
 OpenChat = Callable[..., ChatPage]
 
@@ -223,37 +220,6 @@ def test_without_a_signed_in_user_the_page_offers_sign_in(app_settings: AppSetti
     link = alice.page.get_by_test_id("sign-in").get_by_role("link")
     expect(link).to_have_attribute("href", "/.auth/login/aad?post_login_redirect_uri=/api/client")
     assert "userId=" not in alice.negotiations[0]  # only anonymous (local) negotiate takes a user id
-
-
-class UnavailableAtFirst:
-    """The app's real token source behind a dependency that is down for the first `failures` calls."""
-
-    def __init__(self, real: TokenSource, failures: int):
-        self.real = real
-        self.failures = failures
-
-    def client_access(
-        self,
-        *,
-        hub: str,
-        user_id: str,
-        roles: Sequence[str],
-        groups: Sequence[str],
-        minutes: int,
-        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
-    ) -> ClientAccess:
-        if self.failures > 0:
-            self.failures -= 1
-            raise DependencyUnavailable("Azure Key Vault", "down on purpose", retry_after_seconds=1)
-        return self.real.client_access(
-            hub=hub, user_id=user_id, roles=roles, groups=groups, minutes=minutes, client_protocol=client_protocol
-        )
-
-    def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
-        return self.real.access_keys(refresh=refresh)
-
-    def service_client(self, hub: str) -> WebPubSubServiceClient:
-        return self.real.service_client(hub)
 
 
 def test_negotiate_503_is_told_in_words_and_the_page_connects_when_it_passes(

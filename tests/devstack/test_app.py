@@ -10,8 +10,7 @@ import pytest
 
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from devstack.webpubsub.__main__ import banner
-
-from .conftest import JSON_PROTOCOL, client_token, client_url, refused_handshake
+from tests.support.local_service import JSON_PROTOCOL, client_token, client_url, refused_handshake
 
 
 @pytest.mark.parametrize("path", ["/api/health", "/_devstack/identity/token", "/_devstack/connections"])

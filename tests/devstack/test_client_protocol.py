@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from devstack.webpubsub import RunningWebPubSub
-
-from .conftest import JSON_PROTOCOL, client_token, client_url, close_code, json_client, open_socket
+from tests.support.local_service import JSON_PROTOCOL, client_token, client_url, close_code, json_client, open_socket
 
 GROUP_ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
 

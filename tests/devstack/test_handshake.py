@@ -9,8 +9,7 @@ import pytest
 import websocket  # websocket-client: the library the official Python client uses
 
 from devstack.webpubsub import RunningWebPubSub
-
-from .conftest import JSON_PROTOCOL, client_token, client_url, open_socket, refused_handshake
+from tests.support.local_service import JSON_PROTOCOL, client_token, client_url, open_socket, refused_handshake
 
 
 def test_valid_token_connects_and_names_the_user(service: RunningWebPubSub, hub: str) -> None:

@@ -20,8 +20,14 @@ import pytest
 from starlette.responses import JSONResponse, Response
 
 from devstack.webpubsub import RunningWebPubSub
-
-from .conftest import RELIABLE_PROTOCOL, FakeEventHandler, ReceivedRequest, client_token, client_url, json_client
+from tests.support.local_service import (
+    RELIABLE_PROTOCOL,
+    FakeEventHandler,
+    ReceivedRequest,
+    client_token,
+    client_url,
+    json_client,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("js") / "invoke.mjs"

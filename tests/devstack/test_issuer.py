@@ -20,9 +20,15 @@ from devstack.webpubsub.settings import DEFAULT_SERVICE_PRINCIPAL_ID, HubSetting
 from shared.bearer import BearerValidator
 from shared.config import BearerSettings
 from tests.support.apphost import ServedApp, serve_app
+from tests.support.local_service import (
+    FakeEventHandler,
+    client_token,
+    client_url,
+    json_client,
+    open_socket,
+    refused_handshake,
+)
 from tests.support.settings import use_environment
-
-from .conftest import FakeEventHandler, client_token, client_url, json_client, open_socket, refused_handshake
 
 AUDIENCE = "api://local-functions-app"
 

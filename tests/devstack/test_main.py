@@ -164,8 +164,21 @@ def copy_lines(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
         lines.put(line)
 
 
-def test_make_run_stays_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("ignored_at_start", "stop_with"),
+    [
+        pytest.param(False, signal.SIGINT, id="ctrl-c"),
+        # Started in the background from a script (`make test > log &`): SIGINT arrives ignored.
+        pytest.param(True, signal.SIGINT, id="ctrl-c-with-sigint-ignored-at-start"),
+        pytest.param(True, signal.SIGTERM, id="sigterm-with-sigint-ignored-at-start"),
+    ],
+)
+def test_make_run_stays_in_the_foreground_until_ctrl_c(
+    tmp_path: Path, ignored_at_start: bool, stop_with: signal.Signals
+) -> None:
     command = [sys.executable, "-m", "devstack", *arguments(tmp_path / "local.settings.json")]
+    if ignored_at_start:
+        command = ["bash", "-c", 'trap "" INT; exec "$@"', "bash", *command]
     lines: queue.Queue[str] = queue.Queue()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
         reader = threading.Thread(target=copy_lines, args=(process, lines), daemon=True)
@@ -178,7 +191,7 @@ def test_make_run_stays_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
             assert negotiate is not None, seen
             assert httpx.get(negotiate.group(1)).status_code == 200
             assert process.poll() is None  # still serving
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop_with)
             assert process.wait(timeout=30) == 0
         finally:
             if process.poll() is None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import hashlib
-import hmac
 import queue
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,8 +24,8 @@ from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from starlette.responses import Response
 
 from devstack.webpubsub import RunningWebPubSub
-
-from .conftest import ACCESS_KEY, FakeEventHandler, ReceivedRequest, client_token, client_url
+from tests.support.events import sign
+from tests.support.local_service import ACCESS_KEY, FakeEventHandler, ReceivedRequest, client_token, client_url
 
 GROUP_ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
 
@@ -90,8 +88,7 @@ def negotiate(rest: WebPubSubServiceClient, user_id: str, roles: list[str] | Non
 
 def assert_signed(request: ReceivedRequest) -> None:
     connection_id = request.connection_id or ""
-    expected = hmac.new(ACCESS_KEY.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
-    assert request.header("ce-signature") == f"sha256={expected}"
+    assert request.header("ce-signature") == sign(connection_id, ACCESS_KEY)
 
 
 def test_official_client_connects_joins_sends_and_receives(

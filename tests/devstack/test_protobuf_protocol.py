@@ -22,8 +22,7 @@ from starlette.responses import Response
 from websockets.sync.client import ClientConnection
 
 from devstack.webpubsub import RunningWebPubSub
-
-from .conftest import (
+from tests.support.local_service import (
     FakeEventHandler,
     ReceivedRequest,
     client_token,

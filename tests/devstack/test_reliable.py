@@ -10,8 +10,7 @@ import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from devstack.webpubsub import EventHandlerSettings, LocalWebPubSub, RunningWebPubSub, ServiceSettings
-
-from .conftest import (
+from tests.support.local_service import (
     RELIABLE_PROTOCOL,
     FakeEventHandler,
     JsonClient,

@@ -21,8 +21,7 @@ from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub, ServiceSettings
 from devstack.webpubsub.settings import SERVICE_OWNER, SERVICE_READER
-
-from .conftest import (
+from tests.support.local_service import (
     ACCESS_KEY,
     JSON_PROTOCOL,
     RELIABLE_PROTOCOL,

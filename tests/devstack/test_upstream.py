@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -21,8 +19,8 @@ from starlette.routing import Route
 from devstack.servers import ServerThread
 from devstack.webpubsub import EventHandlerSettings, RunningWebPubSub
 from devstack.webpubsub.upstream import event_handler_client
-
-from .conftest import (
+from tests.support.events import sign
+from tests.support.local_service import (
     ACCESS_KEY,
     JSON_PROTOCOL,
     RELIABLE_PROTOCOL,
@@ -43,7 +41,7 @@ DISCONNECTED = "azure.webpubsub.sys.disconnected"
 
 def expected_signature(connection_id: str) -> str:
     """ce-signature computed independently: hex HMAC-SHA256 of the connection id, keyed by the access key."""
-    return "sha256=" + hmac.new(ACCESS_KEY.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
+    return sign(connection_id, ACCESS_KEY)
 
 
 def handshake_status(service: RunningWebPubSub, hub: str, **token_options: object) -> int:

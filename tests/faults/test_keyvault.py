@@ -144,8 +144,8 @@ def test_down_after_a_read_keeps_serving_from_the_cached_key_and_picks_up_a_new_
         assert status == 200
         assert signed_by(body["token"], KEY)
         assert event(app, KEY) == 204
-    vault.wait_for(lambda: vault.source.status().last_error is not None)
-    assert vault.source.status().has_key
+    vault.wait_for(lambda: vault.source.cached_key().last_error is not None)
+    assert vault.source.cached_key().has_key
     vault.store.available = True
     vault.store.secrets[SECRET] = NEW_KEY
     vault.clock.advance(5)  # past the pause after a failed read
@@ -154,7 +154,7 @@ def test_down_after_a_read_keeps_serving_from_the_cached_key_and_picks_up_a_new_
     status, _, body = negotiate(app)
     assert status == 200
     assert signed_by(body["token"], NEW_KEY)
-    assert vault.source.status().last_error is None
+    assert vault.source.cached_key().last_error is None
 
 
 def test_slower_than_its_timeout_is_503_then_recovers(app: ServedApp) -> None:
@@ -162,8 +162,8 @@ def test_slower_than_its_timeout_is_503_then_recovers(app: ServedApp) -> None:
     vault = Vault(read_timeout=0.2)
     vault.store.delay_seconds = 5.0
     retry_after = assert_retry_later(*negotiate(app))
-    assert vault.source.status().last_error is not None
-    assert "Timeout" in str(vault.source.status().last_error)
+    assert vault.source.cached_key().last_error is not None
+    assert "Timeout" in str(vault.source.cached_key().last_error)
     vault.store.delay_seconds = 0.0
     vault.clock.advance(retry_after)
     assert negotiate(app)[0] == 200

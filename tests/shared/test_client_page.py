@@ -175,3 +175,44 @@ def test_page_never_contains_the_access_key() -> None:
         response = get(route)
         assert b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH" not in response.get_body()
         assert "ABCDEFGHIJKLMNOPQRSTUVWXYZ" not in json.dumps(dict(response.headers))
+
+
+def misconfigured_get(route: str, **environ: str) -> func.HttpResponse:
+    from shared.config import load_settings
+    from tests.support.settings import LOCAL_ENVIRON
+
+    use_runtime(Runtime(load_settings({**LOCAL_ENVIRON, **environ})))
+    return cast(func.HttpResponse, function_app.client(http_request("GET", route)))
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        pytest.param("NEGOTIATE_AUTH", "appservice-typo", id="negotiate"),
+        pytest.param("WEBPUBSUB_CREDENTIAL", "nonsense", id="service"),
+        pytest.param("CLIENT_PAGE_ENABLED", "perhaps", id="client-page"),
+    ],
+)
+def test_a_misconfigured_app_answers_a_readable_page_saying_where_to_look(
+    setting: str, value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("ERROR", logger="shared.client_page"):
+        response = misconfigured_get("client", **{setting: value})
+    assert response.status_code == 500
+    assert response.mimetype == "text/html"
+    text = response.get_body().decode("utf-8")
+    assert text.startswith("<!doctype html>")
+    assert "The app is misconfigured" in text
+    assert f"{setting}:" in text  # which setting, as /api/health shows it to anyone
+    assert '<a href="health">/api/health</a>' in text
+    assert "log" in text
+    assert value not in text  # the rejected value only in the log: it may be a secret in the wrong setting
+    assert "<script" not in text
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert any(value in record.getMessage() for record in caplog.records)
+
+
+def test_a_misconfigured_apps_asset_is_still_a_json_error() -> None:
+    response = misconfigured_get("client/app.js", WEBPUBSUB_CREDENTIAL="nonsense")
+    assert response.status_code == 500
+    assert response.mimetype == "application/json"

@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 from shared import __version__, health
 from shared.config import load_settings
 from shared.health import HealthMonitor, HealthReport, HttpProbe, Status
+from shared.health.monitor import MIN_PROBE_INTERVAL_SECONDS
 from shared.runtime import Runtime, get_runtime, use_runtime
 from shared.tokens import KeyVaultTokenSource
 from tests.support.clock import Clock
@@ -44,6 +45,9 @@ from tests.support.standins import IDENTITY_HEADER, StandIn, refusing, serve, si
 # Generous slack for a loaded CI machine: the bound checked is "deadline + margin", not a speed.
 MARGIN_SECONDS = 1.5
 SECRET_NAME = "wps-key"
+HEALTH_PATH = "/api/health"
+# What generateToken answers, for entra-mode stand-ins of the service.
+TOKEN_BODY = json.dumps({"token": "issued-client-token"}).encode()
 
 
 def connection_string(endpoint: str) -> str:
@@ -81,9 +85,14 @@ def test_every_check_passes_against_an_answering_service(servers: ExitStack) -> 
     report = HealthMonitor(runtime).report()
 
     assert report.status is Status.HEALTHY
-    assert list(report.checks) == ["configuration", "webpubsub", "credential"]
+    assert list(report.checks) == ["configuration", "webpubsub", "access", "credential"]
     assert {result.status for result in report.checks.values()} == {Status.HEALTHY}
-    assert service.seen == ["HEAD /api/health?api-version=2024-12-01"]
+    assert service.seen_at(HEALTH_PATH) == ["HEAD /api/health?api-version=2024-12-01"]
+    # The access key is tried with a signed REST call; a user that does not exist proves it as well.
+    assert service.seen_at("/api/hubs/chat/users/webpubsub-health-probe") == [
+        "HEAD /api/hubs/chat/users/webpubsub-health-probe?api-version=2024-12-01"
+    ]
+    assert report.checks["access"].detail == "the service accepts the app's access key for hub chat"
     assert "answered 200" in report.checks["webpubsub"].detail
     assert "connectionstring" in report.checks["configuration"].detail
     response = health.render(report)
@@ -92,6 +101,7 @@ def test_every_check_passes_against_an_answering_service(servers: ExitStack) -> 
     assert response.headers["Cache-Control"] == "no-store"
     assert json.loads(response.body) == {
         "status": "healthy",
+        "hubs": ["chat"],
         "checks": {name: result.to_json() for name, result in report.checks.items()},
         "warnings": list(runtime.settings.development_shortcuts),
         "version": __version__,
@@ -113,7 +123,7 @@ def test_a_service_with_production_settings_has_no_warnings(servers: ExitStack) 
     settings = load_settings(
         {
             "WEBPUBSUB_CREDENTIAL": "entra",
-            "WEBPUBSUB_ENDPOINT": serve(servers, StandIn(200)),
+            "WEBPUBSUB_ENDPOINT": serve(servers, entra_service()),
             "NEGOTIATE_AUTH": "bearer",
             "NEGOTIATE_BEARER_ISSUER": "https://login.example.test/tenant/v2.0",
             "NEGOTIATE_BEARER_AUDIENCE": "api://negotiate",
@@ -123,7 +133,7 @@ def test_a_service_with_production_settings_has_no_warnings(servers: ExitStack) 
             "EVENTHANDLER_BEARER_PRINCIPAL_ID": "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f",
         }
     )
-    report = HealthMonitor(Runtime(settings), identity=FakeCredential()).report()
+    report = HealthMonitor(Runtime(settings, credential=FakeCredential()), identity=FakeCredential()).report()
     assert report.status is Status.HEALTHY
     assert report.warnings == ()
 
@@ -186,10 +196,10 @@ def test_many_calls_within_the_cache_time_probe_once(servers: ExitStack) -> None
     first = monitor.report()
     for _ in range(50):
         assert monitor.report() is first
-    assert len(service.seen) == 1
+    assert len(service.seen_at(HEALTH_PATH)) == 1
     clock.now += 10
     assert monitor.report() is not first
-    assert len(service.seen) == 2
+    assert len(service.seen_at(HEALTH_PATH)) == 2
     assert monitor.rounds == 2
 
 
@@ -201,7 +211,7 @@ def test_concurrent_calls_share_one_probe_round(servers: ExitStack) -> None:
     callers = [threading.Thread(target=lambda: reports.append(monitor.report())) for _ in range(16)]
     for caller in callers:
         caller.start()
-    wait_until(lambda: len(service.seen) == 1)
+    wait_until(lambda: len(service.seen_at(HEALTH_PATH)) == 1)
     assert all(caller.is_alive() for caller in callers)
     time.sleep(0.1)  # any caller not sharing the round would reach the service now
     service.gate.set()
@@ -210,16 +220,25 @@ def test_concurrent_calls_share_one_probe_round(servers: ExitStack) -> None:
     assert len(reports) == 16
     assert all(report is reports[0] for report in reports)
     assert reports[0].status is Status.HEALTHY
-    assert len(service.seen) == 1
+    assert len(service.seen_at(HEALTH_PATH)) == 1
     assert monitor.rounds == 1
 
 
-def test_without_a_cache_every_call_probes_again(servers: ExitStack) -> None:
+def test_without_a_cache_rounds_are_still_at_least_the_floor_apart(servers: ExitStack) -> None:
+    """HEALTH_CACHE_SECONDS=0 must not let anonymous callers drive one service call (or vault read) per request."""
     service = StandIn(200)
-    monitor = HealthMonitor(local_runtime(serve(servers, service), HEALTH_CACHE_SECONDS="0"))
+    clock = Clock()
+    monitor = HealthMonitor(local_runtime(serve(servers, service), HEALTH_CACHE_SECONDS="0"), clock=clock)
+    for _ in range(20):
+        monitor.report()
+    assert monitor.rounds == 1
+    assert len(service.seen_at(HEALTH_PATH)) == 1
+    clock.advance(MIN_PROBE_INTERVAL_SECONDS)
     for _ in range(3):
         monitor.report()
-    assert len(service.seen) == 3
+    assert monitor.rounds == 2
+    assert len(service.seen_at(HEALTH_PATH)) == 2
+    assert health.render(monitor.report()).status == 200
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -248,29 +267,41 @@ class RecordingCredential(FakeCredential):
 
 
 def entra_runtime(endpoint: str, **overrides: str) -> Runtime:
-    return Runtime(entra_settings(endpoint, **overrides))
+    """Entra mode; the app's own credential (generateToken's, for the access check) is a fake."""
+    return Runtime(entra_settings(endpoint, **overrides), credential=FakeCredential())
 
 
-def entra_monitor(endpoint: str, credential: FakeCredential, **overrides: str) -> HealthMonitor:
+def entra_service() -> StandIn:
+    """A service stand-in that also answers generateToken."""
+    return StandIn(200, body=TOKEN_BODY)
+
+
+def entra_monitor(
+    endpoint: str, credential: FakeCredential, clock: Callable[[], float] = time.monotonic, **overrides: str
+) -> HealthMonitor:
     """A monitor whose identity probe asks `credential` instead of a DefaultAzureCredential."""
-    return HealthMonitor(entra_runtime(endpoint, **overrides), identity=credential)
+    return HealthMonitor(entra_runtime(endpoint, **overrides), identity=credential, clock=clock)
 
 
 def test_entra_mode_proves_the_identity_gets_a_web_pubsub_token(servers: ExitStack) -> None:
     credential = RecordingCredential()
-    report = entra_monitor(serve(servers, StandIn(200)), credential).report()
+    service = entra_service()
+    report = entra_monitor(serve(servers, service), credential).report()
     assert report.status is Status.HEALTHY
-    assert list(report.checks) == ["configuration", "webpubsub", "credential"]
+    assert list(report.checks) == ["configuration", "webpubsub", "access", "credential"]
+    # The access check asks generateToken itself, the call negotiate makes (and the role it needs).
+    assert service.seen_at("/api/hubs/chat/:generateToken")
+    assert "accepts the app's identity for hub chat" in report.checks["access"].detail
     assert credential.scopes == [("https://webpubsub.azure.com/.default",)]
     assert "fake-entra-token" not in json.dumps(body(report))
 
 
 def test_entra_mode_without_a_token_is_unhealthy(servers: ExitStack) -> None:
-    report = entra_monitor(serve(servers, StandIn(200)), FakeCredential(available=False)).report()
+    report = entra_monitor(serve(servers, entra_service()), FakeCredential(available=False)).report()
     assert report.status is Status.UNHEALTHY
     assert report.checks["credential"].status is Status.UNHEALTHY
     assert "could not get a token" in report.checks["credential"].detail
-    assert "identity endpoint unreachable" in report.checks["credential"].detail
+    assert "identity endpoint unreachable" in report.checks["credential"].log_detail
 
 
 def test_a_probe_that_ignores_its_timeout_is_cut_off_and_never_started_twice(servers: ExitStack) -> None:
@@ -278,11 +309,17 @@ def test_a_probe_that_ignores_its_timeout_is_cut_off_and_never_started_twice(ser
     credential = RecordingCredential()
     credential.gate.clear()  # get_token hangs
     before = set(probe_threads())
+    clock = Clock()
     monitor = entra_monitor(
-        serve(servers, StandIn(200)), credential, HEALTH_DEADLINE_SECONDS=str(deadline), HEALTH_CACHE_SECONDS="0"
+        serve(servers, entra_service()),
+        credential,
+        clock,
+        HEALTH_DEADLINE_SECONDS=str(deadline),
+        HEALTH_CACHE_SECONDS="0",
     )
     try:
         first, elapsed = timed(monitor)
+        clock.advance(MIN_PROBE_INTERVAL_SECONDS)
         assert first.checks["credential"].status is Status.UNHEALTHY
         assert first.checks["credential"].detail == "no answer within 0.5 s"
         assert first.checks["webpubsub"].status is Status.HEALTHY
@@ -292,10 +329,15 @@ def test_a_probe_that_ignores_its_timeout_is_cut_off_and_never_started_twice(ser
         assert "its probe has been running for" in second.checks["credential"].detail
         assert_within_deadline(second, elapsed, deadline)
         assert len(credential.scopes) == 1  # the next round waited for the same probe
-        assert len(set(probe_threads()) - before) <= 2  # one worker per check, whatever the number of rounds
+        assert len(set(probe_threads()) - before) <= 3  # one worker per check, whatever the number of rounds
     finally:
         credential.gate.set()
-    wait_until(lambda: monitor.report().status is Status.HEALTHY)
+
+    def next_round_healthy() -> bool:
+        clock.advance(MIN_PROBE_INTERVAL_SECONDS)
+        return monitor.report().status is Status.HEALTHY
+
+    wait_until(next_round_healthy)
 
 
 def test_the_identity_probe_gives_up_on_a_silent_identity_endpoint_within_its_own_timeout(
@@ -308,16 +350,19 @@ def test_the_identity_probe_gives_up_on_a_silent_identity_endpoint_within_its_ow
     """
     deadline = 1.0
     use_identity_endpoint(monkeypatch, silent(servers))
+    clock = Clock()
     monitor = HealthMonitor(
-        entra_runtime(serve(servers, StandIn(200)), HEALTH_DEADLINE_SECONDS=str(deadline), HEALTH_CACHE_SECONDS="0")
+        entra_runtime(serve(servers, entra_service()), HEALTH_DEADLINE_SECONDS=str(deadline), HEALTH_CACHE_SECONDS="0"),
+        clock=clock,
     )
     for _ in range(2):
+        clock.advance(MIN_PROBE_INTERVAL_SECONDS)
         report, elapsed = timed(monitor)
         credential = report.checks["credential"]
         assert credential.status is Status.UNHEALTHY
-        assert credential.detail.startswith("the app's identity could not get a token:")
-        assert "ManagedIdentityCredential" in credential.detail
-        assert "read timeout=0.8" in credential.detail  # the probe's own timeout ended it, not the deadline
+        assert credential.detail.startswith("the app's identity could not get a token")
+        assert "ManagedIdentityCredential" in credential.log_detail  # the reason is the operator's, in the log
+        assert "read timeout=0.8" in credential.log_detail  # the probe's own timeout ended it, not the deadline
         assert report.checks["webpubsub"].status is Status.HEALTHY
         assert_within_deadline(report, elapsed, deadline)
     assert IDENTITY_HEADER not in json.dumps(body(report))
@@ -330,7 +375,7 @@ def test_the_identity_probe_asks_once_for_the_apps_client_id(
     identity = StandIn(503)
     use_identity_endpoint(monkeypatch, serve(servers, identity))
     client_id = "00000000-0000-0000-0000-00000000c1d0"
-    runtime = entra_runtime(serve(servers, StandIn(200)), AZURE_CLIENT_ID=client_id, HEALTH_DEADLINE_SECONDS="5")
+    runtime = entra_runtime(serve(servers, entra_service()), AZURE_CLIENT_ID=client_id, HEALTH_DEADLINE_SECONDS="5")
     report = HealthMonitor(runtime).report()
     assert report.checks["credential"].status is Status.UNHEALTHY
     assert len(identity.seen) == 1
@@ -341,13 +386,13 @@ def test_the_identity_probe_asks_once_for_the_apps_client_id(
 def test_checks_probe_concurrently(servers: ExitStack) -> None:
     """The service answers only once the identity has been asked, and the identity answers only once the
     service has been asked: probes run one after the other would both time out."""
-    service = StandIn(200)
+    service = entra_service()
     service.gate.clear()
 
     class AfterTheService(FakeCredential):
         def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
             service.gate.set()  # the service may answer now
-            wait_until(lambda: len(service.seen) == 1)
+            wait_until(lambda: len(service.seen_at(HEALTH_PATH)) == 1)
             return super().get_token(*scopes, **kwargs)
 
     report = entra_monitor(serve(servers, service), AfterTheService(), HEALTH_DEADLINE_SECONDS="10").report()
@@ -364,7 +409,7 @@ def test_an_unexpected_error_in_a_probe_is_a_failed_check_without_its_message(
     servers: ExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="shared.health"):
-        report = entra_monitor(serve(servers, StandIn(200)), Exploding()).report()
+        report = entra_monitor(serve(servers, entra_service()), Exploding()).report()
     assert report.checks["credential"].status is Status.UNHEALTHY
     assert "unexpectedly" in report.checks["credential"].detail
     assert "abc123" not in json.dumps(body(report))
@@ -424,7 +469,12 @@ def vault_host(stack: ExitStack, tls_files: tuple[Path, Path], status: int = 401
 
 
 def keyvault_monitor(
-    vault: FakeKeyVault, vault_url: str, endpoint: str, tls_files: tuple[Path, Path], **overrides: str
+    vault: FakeKeyVault,
+    vault_url: str,
+    endpoint: str,
+    tls_files: tuple[Path, Path],
+    clock: Callable[[], float] = time.monotonic,
+    **overrides: str,
 ) -> tuple[HealthMonitor, KeyVaultTokenSource]:
     settings = load_settings(
         {
@@ -449,22 +499,25 @@ def keyvault_monitor(
         ),
     )
     runtime = Runtime(settings, credential=credential, token_source=source)
-    return HealthMonitor(runtime, http=HttpProbe(verify=str(tls_files[0]))), source
+    return HealthMonitor(runtime, http=HttpProbe(verify=str(tls_files[0])), clock=clock), source
 
 
 def test_keyvault_mode_reads_the_secret_and_reaches_the_vault(servers: ExitStack, tls_files: tuple[Path, Path]) -> None:
     vault = FakeKeyVault({SECRET_NAME: EMULATOR_KEY})
+    clock = Clock()
     monitor, source = keyvault_monitor(
-        vault, vault_host(servers, tls_files), serve(servers, StandIn(200)), tls_files, HEALTH_CACHE_SECONDS="0"
+        vault, vault_host(servers, tls_files), serve(servers, StandIn(200)), tls_files, clock, HEALTH_CACHE_SECONDS="0"
     )
     report = monitor.report()
     assert report.status is Status.HEALTHY
-    assert list(report.checks) == ["configuration", "webpubsub", "credential", "keyvault"]
+    assert list(report.checks) == ["configuration", "webpubsub", "access", "credential", "keyvault"]
     assert "read the access key" in report.checks["credential"].detail
     assert "answered 401" in report.checks["keyvault"].detail
     assert source.access_keys() == (EMULATOR_KEY,)  # the probe's read filled the cache
+    reads = vault.reads
+    clock.advance(MIN_PROBE_INTERVAL_SECONDS)
     monitor.report()
-    assert vault.reads == 2  # each round proves the secret can be read now, not from the cache
+    assert vault.reads == reads + 1  # each round proves the secret can be read now, not from the cache
     assert EMULATOR_KEY not in json.dumps(body(report))
 
 
@@ -504,7 +557,11 @@ def test_a_missing_secret_is_named(servers: ExitStack, tls_files: tuple[Path, Pa
     )
     report = monitor.report()
     assert report.status is Status.UNHEALTHY
-    assert f"secret {SECRET_NAME!r} does not exist" in report.checks["credential"].detail
+    assert "the secret does not exist" in report.checks["credential"].detail
+    # The vault and the secret are named for the operator (log, doctor), not for anonymous callers.
+    assert f"secret {SECRET_NAME!r} does not exist" in report.checks["credential"].log_detail
+    assert SECRET_NAME not in json.dumps(body(report))
+    assert "test.vault.azure.net" not in json.dumps(body(report))
 
 
 def test_a_hung_keyvault_is_cut_off_at_the_deadline(servers: ExitStack, tls_files: tuple[Path, Path]) -> None:
@@ -612,7 +669,7 @@ def test_closing_the_runtime_ends_its_monitor_and_its_threads(servers: ExitStack
     assert not any(worker.is_alive() for worker in workers)
     assert get_runtime().health_monitor is not first
     assert health.current_report().status is Status.HEALTHY
-    assert len(service.seen) == 2  # same runtime, but the cache ended with the old monitor
+    assert len(service.seen_at(HEALTH_PATH)) == 2  # same runtime, but the cache ended with the old monitor
     runtime.close()
     runtime.close()  # nothing left to end: no error
 
@@ -626,7 +683,7 @@ def test_the_process_monitor_follows_the_runtime(servers: ExitStack) -> None:
     use_runtime(local_runtime(serve(servers, service)))
     assert health.current_report().status is Status.HEALTHY
     assert health.current_report().status is Status.HEALTHY
-    assert len(service.seen) == 1  # cached between calls
+    assert len(service.seen_at(HEALTH_PATH)) == 1  # cached between calls
     use_runtime(local_runtime(refusing(servers)))
     assert health.current_report().status is Status.UNHEALTHY  # new settings, new monitor, no stale cache
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.doctor.target import collect_settings
+from doctor.target import collect_settings
 from shared.local_settings import CorsSettings, LocalSettings, LocalSettingsError, apply_values, read_local_settings
 
 

@@ -5,24 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import cast
 
 import azure.functions as func
 import jwt
 import pytest
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 import function_app
 from shared.bearer import BearerValidator
 from shared.config import BearerSettings
-from shared.errors import DependencyUnavailable
 from shared.identity import BearerCaller
-from shared.protocol import ClientProtocol
 from shared.runtime import Runtime, use_runtime
 from shared.tokens import ClientAccess, KeyTokenSource
-from tests.support.fakes import EMULATOR_KEY, LOCAL_CONNECTION_STRING
+from tests.support.fakes import EMULATOR_KEY, LOCAL_CONNECTION_STRING, UnavailableAtFirst
 from tests.support.functions import http_request
 from tests.support.issuer import Issuer
 from tests.support.settings import local_settings
@@ -201,28 +197,12 @@ def test_bearer_mode_uses_the_token_and_refuses_forged_headers(issuer: Issuer) -
     assert "expired" in str(error["message"])
 
 
-class DownTokens:
-    def client_access(
-        self,
-        *,
-        hub: str,
-        user_id: str,
-        roles: Sequence[str],
-        groups: Sequence[str],
-        minutes: int,
-        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
-    ) -> ClientAccess:
-        raise DependencyUnavailable("Key Vault", "connection refused")
-
-    def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
-        return ()
-
-    def service_client(self, hub: str) -> WebPubSubServiceClient:
-        raise DependencyUnavailable("Key Vault", "connection refused")
-
-
 def test_dependency_down_is_503_with_retry_after() -> None:
-    use_runtime(Runtime(local_settings(), token_source=DownTokens()))
+    use_runtime(
+        Runtime(
+            local_settings(), token_source=UnavailableAtFirst(KeyTokenSource("http://localhost:8080", EMULATOR_KEY))
+        )
+    )
     response = negotiate([("userId", "a")])
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0

@@ -178,9 +178,9 @@ def test_keyvault_down_keeps_issuing_with_the_cached_key_and_recovers() -> None:
     clock.now += 61
     for _ in range(20):
         verify(source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5).token, EMULATOR_KEY)
-    wait_until(lambda: source.status().last_error is not None)
+    wait_until(lambda: source.cached_key().last_error is not None)
     reads_while_down = vault.reads
-    assert source.status().has_key
+    assert source.cached_key().has_key
     for _ in range(20):  # within the retry pause, nobody hits Key Vault again
         source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     assert vault.reads == reads_while_down
@@ -189,7 +189,7 @@ def test_keyvault_down_keeps_issuing_with_the_cached_key_and_recovers() -> None:
     clock.now += 10
     source.client_access(hub="chat", user_id="u", roles=[], groups=[], minutes=5)
     wait_until(lambda: source.access_keys() == (SECOND_KEY,))
-    assert source.status().last_error is None
+    assert source.cached_key().last_error is None
 
 
 def test_keyvault_down_without_a_cached_key_is_a_503() -> None:
@@ -372,15 +372,15 @@ def test_keyvault_probe_reads_now_and_keeps_the_cached_key_when_it_fails() -> No
     source = keyvault(vault, Clock())
     source.access_keys()
     vault.secrets["wps-key"] = SECOND_KEY
-    source.probe(1.0)  # reads although the cached key is fresh, and a success refreshes it
+    source.check(1.0)  # reads although the cached key is fresh, and a success refreshes it
     assert vault.reads == 2
     assert source.access_keys() == (SECOND_KEY,)
     vault.available = False
     with pytest.raises(DependencyUnavailable):
-        source.probe(1.0)
+        source.check(1.0)
     assert source.access_keys() == (SECOND_KEY,)
-    assert source.status().has_key
-    assert source.status().last_error is not None
+    assert source.cached_key().has_key
+    assert source.cached_key().last_error is not None
 
 
 def test_keyvault_probe_makes_one_attempt_without_retries() -> None:
@@ -398,7 +398,7 @@ def test_keyvault_probe_makes_one_attempt_without_retries() -> None:
         ),
     )
     with pytest.raises(DependencyUnavailable) as caught:
-        source.probe(1.0)
+        source.check(1.0)
     assert "503" in caught.value.detail
     reads = [seen for seen in adapter.seen if "Authorization" in seen.headers]  # the challenge is cached per process
     assert len(reads) == 1

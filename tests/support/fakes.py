@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -21,6 +22,14 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 from urllib3 import HTTPResponse
+
+from shared.errors import DependencyUnavailable
+from shared.protocol import ClientProtocol
+
+if TYPE_CHECKING:
+    from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+    from shared.tokens import ClientAccess, KeyVaultStatus, TokenSource
 
 EMULATOR_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 LOCAL_CONNECTION_STRING = f"Endpoint=http://localhost:8080;AccessKey={EMULATOR_KEY};Version=1.0;"
@@ -147,3 +156,43 @@ class FakeCredential:
     def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
         token = self.get_token(*scopes)
         return AccessTokenInfo(token.token, token.expires_on)
+
+
+class UnavailableAtFirst:
+    """A token source whose dependency (Key Vault, say) is down for its first `failures` token requests.
+
+    Everything else is the `real` source's; `failures=math.inf` keeps it down for good.
+    """
+
+    def __init__(self, real: TokenSource, failures: float = math.inf):
+        self.real = real
+        self.failures = failures
+
+    def client_access(
+        self,
+        *,
+        hub: str,
+        user_id: str,
+        roles: Sequence[str],
+        groups: Sequence[str],
+        minutes: int,
+        client_protocol: ClientProtocol = ClientProtocol.DEFAULT,
+    ) -> ClientAccess:
+        if self.failures > 0:
+            self.failures -= 1
+            raise DependencyUnavailable("Azure Key Vault", "down on purpose", retry_after_seconds=1)
+        return self.real.client_access(
+            hub=hub, user_id=user_id, roles=roles, groups=groups, minutes=minutes, client_protocol=client_protocol
+        )
+
+    def access_keys(self, *, refresh: bool = False) -> tuple[str, ...]:
+        return self.real.access_keys(refresh=refresh)
+
+    def service_client(self, hub: str) -> WebPubSubServiceClient:
+        return self.real.service_client(hub)
+
+    def check(self, timeout: float) -> str:
+        return self.real.check(timeout)
+
+    def cached_key(self) -> KeyVaultStatus | None:
+        return self.real.cached_key()

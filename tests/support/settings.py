@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from shared.config import Settings, load_settings
 from shared.runtime import reset_runtime
 from tests.support.fakes import LOCAL_CONNECTION_STRING
@@ -45,6 +47,17 @@ def entra_settings(endpoint: str, **overrides: str) -> Settings:
         "PUBLISH_AUTH": "none",
     }
     return load_settings({**environ, **overrides}).check()
+
+
+# What else decides what the doctor reads: the App Service markers and the azd environment.
+DOCTOR_CONTEXT_PREFIXES = ("WEBSITE_", "AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP")
+
+
+def clear_app_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove the app's settings (and the doctor's context) from the environment for one test."""
+    for name in list(os.environ):
+        if name.upper().startswith(APP_SETTING_PREFIXES + DOCTOR_CONTEXT_PREFIXES):
+            monkeypatch.delenv(name)
 
 
 def use_environment(**values: str) -> None:

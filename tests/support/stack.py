@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from devstack.__main__ import RunningStack, parse_arguments, start_stack
+from shared.runtime import reset_runtime
 
 
 @contextlib.contextmanager
@@ -25,6 +26,9 @@ def running_stack(directory: Path, **values: str) -> Iterator[RunningStack]:
     document["Values"].update(values)
     settings = directory / "local.settings.json"
     settings.write_text(json.dumps(document, indent=2))
+    # The stack puts the file's values into the environment, as Core Tools does; a stack a module-scoped
+    # fixture starts must not leave them behind for the modules after it (the environment wins there).
+    saved = dict(os.environ)
     running = start_stack(
         parse_arguments(["--settings", str(settings), "--port", "0", "--webpubsub-port", "0"]), out=lambda _: None
     )
@@ -34,6 +38,7 @@ def running_stack(directory: Path, **values: str) -> Iterator[RunningStack]:
         running.stop()
         os.environ.clear()
         os.environ.update(saved)
+        reset_runtime()
         with warnings.catch_warnings():  # websocket-client leaves server-closed sockets to the collector
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()

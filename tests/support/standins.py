@@ -25,21 +25,28 @@ IDENTITY_HEADER = "stand-in-identity-header"  # the secret App Service passes to
 class StandIn:
     """An HTTP server on a real socket answering every request with `status`, after `delay` seconds."""
 
-    def __init__(self, status: int = 200, *, delay: float = 0.0, headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int = 200, *, delay: float = 0.0, headers: dict[str, str] | None = None, body: bytes = b""
+    ):
         self.status = status
         self.delay = delay
         self.headers = headers or {}
+        self.body = body
         self.seen: list[str] = []
         self.gate = threading.Event()  # cleared: requests wait until it is set again
         self.gate.set()
-        self.app = Starlette(routes=[Route("/{path:path}", self._answer, methods=["GET", "HEAD"])])
+        self.app = Starlette(routes=[Route("/{path:path}", self._answer, methods=["GET", "HEAD", "POST"])])
 
     async def _answer(self, request: Request) -> Response:
         self.seen.append(f"{request.method} {request.url.path}?{request.url.query}")
         while not self.gate.is_set():
             await asyncio.sleep(0.01)
         await asyncio.sleep(self.delay)
-        return Response(status_code=self.status, headers=self.headers)
+        return Response(self.body, status_code=self.status, headers=self.headers)
+
+    def seen_at(self, path: str) -> list[str]:
+        """The requests for `path` only (health probes the service's health and its REST API)."""
+        return [line for line in self.seen if line.split(" ", 1)[1].startswith(path + "?")]
 
 
 def serve(stack: ExitStack, stand_in: StandIn, **uvicorn_options: Any) -> str:

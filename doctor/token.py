@@ -21,7 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 
-from shared.doctor.report import Check, fail, fingerprint, ok, skip, warn
+from doctor.report import Check, fail, fingerprint, ok, skip, warn
+from shared.config import MAX_GROUP_NAME_LENGTH
 from shared.policy import JOIN_LEAVE_ROLE_PREFIX, SEND_ROLE_PREFIX
 
 CLIENT_PATH = re.compile(r"/client/hubs/([^/]+)/?")
@@ -251,24 +252,38 @@ def check_audience(claims: dict[str, Any], expected: ClientAddress) -> Check:
     )
 
 
-def _segment_pattern(pattern: str) -> re.Pattern[str]:
-    """A group wildcard: `*` one dot-separated segment, `**` any number of them, `?` one character."""
+# The service's wildcard group roles (webpubsub.joinLeaveGroups.<pattern>, webpubsub.sendToGroups.<pattern>):
+# `?` one character but `.`, `*` any run without `.`, `**` any run, `\` escapes the next character; at
+# most this many `*` (those of `**` included), else the role grants nothing. The local service
+# (devstack/webpubsub/permissions.py) implements the same grammar on its own; tests/support/roles.py
+# holds the documented examples both are tested with.
+MAX_PATTERN_STARS = 5
+
+
+def group_pattern(pattern: str) -> re.Pattern[str] | None:
+    """A group-name pattern as a regular expression, or None when it is malformed (it grants nothing)."""
     regex = ""
+    stars = 0
     index = 0
     while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            if index + 1 == len(pattern):
+                return None
+            regex += re.escape(pattern[index + 1])
+            index += 2
+            continue
         if pattern.startswith("**", index):
             regex += ".*"
+            stars += 2
             index += 2
-        elif pattern[index] == "*":
-            regex += "[^.]*"
-            index += 1
-        elif pattern[index] == "?":
-            regex += "."
-            index += 1
-        else:
-            regex += re.escape(pattern[index])
-            index += 1
-    return re.compile(regex)
+            continue
+        stars += char == "*"
+        regex += {"*": "[^.]*", "?": "[^.]"}.get(char, re.escape(char))
+        index += 1
+    if not pattern or stars > MAX_PATTERN_STARS:
+        return None
+    return re.compile(regex, re.DOTALL)
 
 
 def permits(roles: Sequence[str], prefix: str, group: str) -> bool:
@@ -278,12 +293,39 @@ def permits(roles: Sequence[str], prefix: str, group: str) -> bool:
     for role in roles:
         if role in {base, prefix + group}:
             return True
-        if role.startswith(plural) and _segment_pattern(role[len(plural) :]).fullmatch(group):
-            return True
+        if role.startswith(plural):
+            pattern = group_pattern(role[len(plural) :])
+            if pattern is not None and pattern.fullmatch(group):
+                return True
     return False
 
 
+def group_name_problem(group: str) -> str | None:
+    """Why the service refuses `group` as a group name (1 to 1024 characters, not only whitespace), if it does."""
+    if not group or group.isspace():
+        return "it is empty or only whitespace"
+    if len(group) > MAX_GROUP_NAME_LENGTH:
+        return f"it has {len(group)} characters, more than the service's {MAX_GROUP_NAME_LENGTH}"
+    return None
+
+
 def check_group(claims: dict[str, Any], group: str) -> Check:
+    shown = group if len(group) <= 64 else group[:64] + "..."
+    problem = group_name_problem(group)
+    if problem is not None:
+        return fail(
+            f"group {shown!r}",
+            f"not a group name the service accepts: {problem}; joining it or sending to it is refused whatever "
+            "the roles",
+            f"Group names are 1 to {MAX_GROUP_NAME_LENGTH} characters and not only whitespace.",
+        )
+    if not group.isprintable():
+        return warn(
+            f"group {shown!r}",
+            "the name holds control characters: the service accepts it, but this app's negotiate refuses it "
+            "(?group= and NEGOTIATE_GROUPS take printable names)",
+            "Use printable characters only.",
+        )
     roles = _list_claim(claims, "role")
     needed = ((JOIN_LEAVE_ROLE_PREFIX, "join or leave it"), (SEND_ROLE_PREFIX, "send to it"))
     missing = [(prefix + group, action) for prefix, action in needed if not permits(roles, prefix, group)]

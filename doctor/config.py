@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 import requests
 
+from doctor.net import run_with_deadline
+from doctor.report import Check, Status, fail, fingerprint, ok, skip, warn
+from doctor.target import AzureAccess, SettingsSource, entra_source, key_source, keyvault_source, resolve_target
+from shared import probes
 from shared.config import (
     SETTING_NAMES,
     Concern,
@@ -25,16 +28,9 @@ from shared.config import (
     is_loopback_host,
     is_setting_name,
 )
-from shared.doctor.net import Unreachable, classify, run_with_deadline, send
-from shared.doctor.report import Check, Status, fail, fingerprint, ok, skip, warn
-from shared.doctor.target import AzureAccess, SettingsSource, read_keyvault_key, resolve_target
-from shared.errors import ConfigError, DependencyUnavailable
-from shared.tokens import describe_azure_error
+from shared.probes import ProbeFailed, classify
+from shared.tokens import TokenSource
 
-HEALTH_PATH = "/api/health?api-version=2024-12-01"
-SERVICE_SCOPE = "https://webpubsub.azure.com/.default"
-KEYVAULT_SCOPE = "https://vault.azure.net/.default"
-DOCTOR_USER_ID = "webpubsub-doctor"
 # Names that look like the app's settings; anything else in the environment is none of our business.
 _SETTING_PREFIXES = ("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT", "HEALTH_", "TOKEN_", "CLIENT_PAGE")
 
@@ -47,10 +43,6 @@ _LOAD_FIXES: Mapping[str, str] = {
     "KEYVAULT_URI": "Copy the Vault URI from the vault's Overview page: https://<vault-name>.vault.azure.net/",
     "WEBPUBSUB_ENDPOINT": "Use https://<name>.webpubsub.azure.com (the resource's host name), without a path.",
 }
-_IDENTITY_FIX = (
-    "In Azure, turn on the app's managed identity (and set AZURE_CLIENT_ID for a user-assigned one); "
-    "on a workstation, sign in with `az login`."
-)
 
 
 def check_setting_names(environ: Mapping[str, str]) -> Check:
@@ -140,124 +132,64 @@ def check_development(settings: Settings, production: bool) -> Check:
     )
 
 
+def _failed(name: str, failure: ProbeFailed, prefix: str = "") -> Check:
+    """A probe's failure as the doctor reports it: the operator's detail and the fix."""
+    return fail(name, prefix + failure.log_detail, failure.fix, code=failure.failure.value)
+
+
 def probe_service(endpoint: str, session: requests.Session, timeout: float) -> Check:
     """HEAD /api/health, as the app's health check does; any 2xx means the service answers."""
     try:
-        response = send(session, "HEAD", endpoint + HEALTH_PATH, timeout=timeout)
-    except Unreachable as error:
-        return fail("service", f"cannot reach the service: {error.detail}", error.fix)
-    status = response.status_code
-    if 200 <= status < 300:
-        return ok("service", f"HEAD /api/health answered {status}")
-    if status == 403:
-        return fail(
-            "service",
-            "HEAD /api/health answered 403: the resource refuses this network",
-            "Allow this network in the resource's Networking settings (public network access, or an ACL rule for "
-            "server connections), or come in through the private endpoint.",
-        )
-    if status == 404:
-        return fail(
-            "service",
-            "HEAD /api/health answered 404: this host is not a Web PubSub service",
-            "Use the resource's host name (az webpubsub show --query hostName) as the endpoint.",
-        )
-    return fail("service", f"HEAD /api/health answered {status}", "Check the service's health in the portal.")
+        return ok("service", probes.probe_service(probes.HttpProbe(session=session), endpoint, timeout))
+    except ProbeFailed as failure:
+        return _failed("service", failure, "cannot reach the service: " if failure.network else "")
 
 
-def _dependency_failure(name: str, error: DependencyUnavailable, url: str, timeout: float, fix: str) -> Check:
-    """A DependencyUnavailable; named as a network failure when that is what lies underneath."""
-    network = classify(error, url, timeout)
-    if network.kind != "network":
-        return fail(name, f"cannot reach {error.dependency}: {network.detail}", network.fix)
-    return fail(name, error.detail, fix)
-
-
-def probe_service_key(settings: ServiceSettings, key: str, access: AzureAccess) -> Check:
-    """A signed REST call the service answers 401 to when the key is not one of the resource's keys."""
-    from azure.core.credentials import AzureKeyCredential
-    from azure.core.exceptions import AzureError, HttpResponseError
-    from azure.messaging.webpubsubservice import WebPubSubServiceClient
-
-    client = WebPubSubServiceClient(
-        endpoint=settings.endpoint, hub=settings.hub, credential=AzureKeyCredential(key), **access.client_options()
-    )
+def probe_service_access(settings: ServiceSettings, source: TokenSource, access: AzureAccess) -> Check:
+    """What /api/health's access check does: does the service accept the key or identity, for every served hub?"""
     try:
-        run_with_deadline(lambda: client.user_exists(user_id=DOCTOR_USER_ID), access.deadline)
-    except HttpResponseError as error:
-        if error.status_code == 401:
-            return fail(
-                "service key",
-                f"the service refuses the access key ({fingerprint(key)}) with 401; it is not one of this "
-                "resource's keys, so every client token the app signs is refused too",
-                "Copy the current key (or connection string) from the resource's Keys page; after regenerating a "
-                "key, update the setting or the Key Vault secret.",
-            )
-        return fail("service key", describe_azure_error(error), "Check the service's health in the portal.")
-    except Unreachable as error:
-        return fail("service key", f"cannot reach the service: {error.detail}", error.fix)
-    except AzureError as error:
-        network = classify(error, settings.endpoint, access.timeout)
-        return fail("service key", f"cannot reach the service: {network.detail}", network.fix)
-    finally:
-        client.close()
-    return ok("service key", f"the service accepts the access key ({fingerprint(key)})")
+        detail = run_with_deadline(
+            lambda: probes.probe_service_access(source, settings.endpoint, settings.hubs, access.timeout),
+            access.deadline * max(1, len(settings.hubs)),
+        )
+    except ProbeFailed as failure:
+        return _failed("service access", failure)
+    return ok("service access", detail)
 
 
 def probe_keyvault(settings: ServiceSettings, access: AzureAccess) -> tuple[Check, str | None]:
     """Read the key the way the app does; returns the finding and the key when it was read."""
     where = f"secret {settings.key_secret_name} in {settings.keyvault_uri}"
-    fix = (
-        "Grant the app's identity the Key Vault Secrets User role on the vault, check the secret name, and "
-        "let this network through the vault's firewall."
-    )
+    source = keyvault_source(settings, access)
     try:
-        key = read_keyvault_key(settings, access)
-    except DependencyUnavailable as error:
-        return _dependency_failure("key vault", error, settings.keyvault_uri or "", access.timeout, fix), None
-    except ConfigError as error:
-        return fail("key vault", error.log_message, "Store the bare access key (or the connection string)."), None
-    except Unreachable as error:
-        return fail("key vault", f"reading the {where} timed out: {error.detail}", error.fix), None
+        run_with_deadline(lambda: probes.probe_vault_secret(source, access.timeout), access.deadline)
+        key = source.access_keys()[0]
+    except ProbeFailed as failure:
+        network = _network_cause(failure, settings.keyvault_uri or "", access.timeout)
+        return _failed("key vault", network or failure, f"reading the {where}: "), None
     return ok("key vault", f"read {where} ({fingerprint(key)})"), key
 
 
-def probe_identity(settings: ServiceSettings, access: AzureAccess, scope: str = SERVICE_SCOPE) -> Check:
-    """A token for `scope` from the app's credential: the service's in entra mode, Key Vault's in keyvault mode."""
-    from azure.core.exceptions import AzureError
+def _network_cause(failure: ProbeFailed, url: str, timeout: float) -> ProbeFailed | None:
+    """A Key Vault failure named as the network failure underneath, when there is one."""
+    cause = failure.__cause__ or failure.__context__
+    if cause is None:
+        return None
+    network = classify(cause, url, timeout)
+    return network if network.failure is not probes.Failure.NETWORK else None
 
+
+def probe_identity(settings: ServiceSettings, access: AzureAccess, scope: str = probes.WEBPUBSUB_SCOPE) -> Check:
+    """A token for `scope` from the app's credential: the service's in entra mode, Key Vault's in keyvault mode."""
     try:
         credential = access.credential_for(settings)
-        token = run_with_deadline(lambda: credential.get_token(scope), access.deadline)
-    except Unreachable as error:
-        return fail("identity", f"no token for {scope}: {error.detail}", _IDENTITY_FIX)
-    except (AzureError, ValueError) as error:
-        return fail("identity", f"no token for {scope}: {describe_azure_error(error)}", _IDENTITY_FIX)
-    minutes = max(0, round((token.expires_on - datetime.now(UTC).timestamp()) / 60))
+        detail = run_with_deadline(lambda: probes.probe_identity(credential, access.timeout, scope), access.deadline)
+    except ProbeFailed as failure:
+        return fail("identity", f"no token for {scope}: {failure.log_detail}", probes.FIXES[probes.Failure.NO_TOKEN])
+    except ValueError as error:
+        return fail("identity", f"no token for {scope}: {error}", probes.FIXES[probes.Failure.NO_TOKEN])
     who = f"user-assigned identity {settings.client_id}" if settings.client_id else "the default credential"
-    return ok("identity", f"{who} got a token for {scope} (valid {minutes} min)")
-
-
-def probe_generate_token(settings: ServiceSettings, access: AzureAccess) -> Check:
-    """What negotiate does in entra mode: ask the service for a client token with the identity."""
-    from shared.tokens import EntraTokenSource
-
-    source = EntraTokenSource(
-        endpoint=settings.endpoint,
-        credential_provider=lambda: access.credential_for(settings),
-        sdk_options=access.client_options(),
-    )
-    fix = "Assign the app's identity the Web PubSub Service Owner role on the resource (Contributor is not enough)."
-    try:
-        run_with_deadline(
-            lambda: source.client_access(hub=settings.hub, user_id=DOCTOR_USER_ID, roles=(), groups=(), minutes=1),
-            access.deadline,
-        )
-    except DependencyUnavailable as error:
-        return _dependency_failure("generate token", error, settings.endpoint, access.timeout, fix)
-    except Unreachable as error:
-        return fail("generate token", f"no answer from generateToken: {error.detail}", error.fix)
-    return ok("generate token", f"the service issued a client token for hub {settings.hub} to the identity")
+    return ok("identity", detail.replace("the app's identity", who, 1))
 
 
 def check_config(source: SettingsSource, access: AzureAccess, session: requests.Session | None = None) -> list[Check]:
@@ -286,13 +218,13 @@ def check_config(source: SettingsSource, access: AzureAccess, session: requests.
         identity = probe_identity(settings, access)
         findings.append(identity)
         if identity.status is not Status.OK or not service_up:
-            findings.append(skip("generate token", "not tried: the identity or the service is not available"))
+            findings.append(skip("service access", "not tried: the identity or the service is not available"))
         else:
-            findings.append(probe_generate_token(settings, access))
+            findings.append(probe_service_access(settings, entra_source(settings, access), access))
         return findings
     key = settings.access_key
     if settings.credential is CredentialMode.KEY_VAULT:
-        identity = probe_identity(settings, access, KEYVAULT_SCOPE)
+        identity = probe_identity(settings, access, probes.KEYVAULT_SCOPE)
         findings.append(identity)
         if identity.status is Status.OK:
             keyvault, key = probe_keyvault(settings, access)
@@ -300,7 +232,7 @@ def check_config(source: SettingsSource, access: AzureAccess, session: requests.
         else:
             findings.append(skip("key vault", "not read: the identity gets no token for Key Vault"))
     if key is None or not service_up:
-        findings.append(skip("service key", "not tried: the key or the service is not available"))
+        findings.append(skip("service access", "not tried: the key or the service is not available"))
     else:
-        findings.append(probe_service_key(settings, key, access))
+        findings.append(probe_service_access(settings, key_source(settings, key, access), access))
     return findings

@@ -1,11 +1,10 @@
-"""`python -m shared.doctor token`: each reason the service refuses a client token, and its agreement
+"""`python -m doctor token`: each reason the service refuses a client token, and its agreement
 with the local Web PubSub service about which tokens connect."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,29 +13,23 @@ from typing import Any
 
 import jwt
 import pytest
+from hypothesis import given, strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 import function_app
 from devstack.webpubsub import LocalWebPubSub, RunningWebPubSub, ServiceSettings
-from shared.doctor.cli import main
-from shared.doctor.token import ClientAddress, audience_differences, check_lifetime, permits
+from devstack.webpubsub.permissions import GroupAction, RolePermissions
+from doctor.cli import main
+from doctor.token import ClientAddress, audience_differences, check_group, check_lifetime, permits
 from shared.policy import JOIN_LEAVE_ROLE_PREFIX, SEND_ROLE_PREFIX
 from shared.tokens import KeyTokenSource
 from tests.support.fakes import EMULATOR_KEY
 from tests.support.functions import http_request
+from tests.support.roles import PATTERN_CASES, ROLE_CASES, PatternCase, RoleCase
 
 ENDPOINT = "https://contoso.webpubsub.azure.com"
 OTHER_KEY = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvu"
-
-
-@pytest.fixture(autouse=True)
-def _no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No local.settings.json and no app settings unless a test sets them."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT")):
-            monkeypatch.delenv(name)
 
 
 def make_token(
@@ -182,15 +175,28 @@ def test_missing_roles_are_named_per_group() -> None:
     assert "join or leave it or send to it" in checks["group ops"]["summary"]
 
 
-def test_permissions_follow_the_services_role_forms() -> None:
-    assert permits(["webpubsub.joinLeaveGroup"], JOIN_LEAVE_ROLE_PREFIX, "any")  # every group
-    assert permits(["webpubsub.sendToGroup.chat"], SEND_ROLE_PREFIX, "chat")
-    assert not permits(["webpubsub.sendToGroup.chat"], SEND_ROLE_PREFIX, "chat2")
-    assert not permits(["webpubsub.sendToGroup.chat"], JOIN_LEAVE_ROLE_PREFIX, "chat")
-    assert permits(["webpubsub.sendToGroups.room.*"], SEND_ROLE_PREFIX, "room.1")
-    assert not permits(["webpubsub.sendToGroups.room.*"], SEND_ROLE_PREFIX, "room.1.a")
-    assert permits(["webpubsub.sendToGroups.room.**"], SEND_ROLE_PREFIX, "room.1.a")
-    assert permits(["webpubsub.joinLeaveGroups.team?"], JOIN_LEAVE_ROLE_PREFIX, "team7")
+@pytest.mark.parametrize("case", PATTERN_CASES, ids=lambda case: f"{case.pattern}~{case.group}")
+def test_pattern_roles_match_as_documented(case: PatternCase) -> None:
+    for prefix in (JOIN_LEAVE_ROLE_PREFIX, SEND_ROLE_PREFIX):
+        plural = prefix.rstrip(".") + "s."
+        assert permits([plural + case.pattern], prefix, case.group) is case.matches
+
+
+@pytest.mark.parametrize("case", ROLE_CASES, ids=lambda case: f"{case.role}~{case.group}")
+def test_roles_grant_what_they_name(case: RoleCase) -> None:
+    assert permits([case.role], JOIN_LEAVE_ROLE_PREFIX, case.group) is case.join_leave
+    assert permits([case.role], SEND_ROLE_PREFIX, case.group) is case.send
+
+
+PATTERN_TEXT = st.text(alphabet="ab.*?\\-", max_size=10)
+GROUP_TEXT = st.text(alphabet="ab.*?\\-", min_size=1, max_size=10)
+
+
+@given(pattern=PATTERN_TEXT, group=GROUP_TEXT)
+def test_the_doctor_and_the_local_service_read_every_pattern_alike(pattern: str, group: str) -> None:
+    """Two implementations of one grammar (the local service must not share the app's code)."""
+    service = RolePermissions(["webpubsub.sendToGroups." + pattern]).allows(GroupAction.SEND, group)
+    assert permits(["webpubsub.sendToGroups." + pattern], SEND_ROLE_PREFIX, group) is service
 
 
 def test_a_bare_jwt_is_compared_with_the_configured_endpoint_and_hub(tmp_path: Path) -> None:
@@ -337,3 +343,31 @@ def test_a_token_pasted_with_its_bearer_scheme_is_checked_as_the_token() -> None
     assert code == 0, text
     assert {checks[name]["status"] for name in ("decode", "lifetime", "audience", "signature")} == {"ok"}
     assert token not in text
+
+
+@pytest.mark.parametrize(
+    ("group", "words"),
+    [
+        pytest.param("", "empty or only whitespace", id="empty"),
+        pytest.param("   ", "empty or only whitespace", id="whitespace"),
+        pytest.param("g" * 1025, "1025 characters, more than the service's 1024", id="too-long"),
+    ],
+)
+def test_group_names_the_service_refuses_are_named(group: str, words: str) -> None:
+    check = check_group({"role": ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]}, group)
+    assert check.status == "fail"
+    assert words in check.summary
+    assert len(check.name) < 100  # a long name is shortened in the report
+
+
+def test_the_longest_group_name_the_service_accepts_is_checked_for_roles() -> None:
+    group = "g" * 1024
+    assert check_group({"role": []}, group).status == "fail"
+    assert "missing role" in check_group({"role": []}, group).summary
+    assert check_group({"role": ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]}, group).status == "ok"
+
+
+def test_a_group_name_with_control_characters_is_a_warning() -> None:
+    check = check_group({"role": []}, "chat\x07")
+    assert check.status == "warn"
+    assert "negotiate refuses it" in check.summary

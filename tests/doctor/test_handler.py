@@ -1,4 +1,4 @@
-"""`python -m shared.doctor handler` against deliberately broken event handlers, served for real.
+"""`python -m doctor handler` against deliberately broken event handlers, served for real.
 
 One small Starlette handler runs on a free port for the module; each test chooses how it answers
 (no allowed origin, wrong status, wrong content type, 5xx on connect, no signature check) and
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,14 +16,15 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from azure.core.credentials import AccessToken
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from devstack.servers import ServerThread
-from shared.doctor.cli import main
-from shared.doctor.handler import (
+from doctor.cli import main
+from doctor.handler import (
     CONNECT_REQUEST,
     HANDSHAKE_FAILED,
     INVALID_STATUS_CODE,
@@ -32,8 +32,9 @@ from shared.doctor.handler import (
     TEST_MESSAGE,
     UNEXPECTED_RESPONSE,
 )
+from doctor.target import AzureAccess
 from shared.protocol import signature_for
-from tests.support.fakes import EMULATOR_KEY
+from tests.support.fakes import EMULATOR_KEY, FakeCredential
 from tests.support.settings import LOCAL_ENVIRON
 
 ENDPOINT = "https://contoso.webpubsub.azure.com"
@@ -56,6 +57,7 @@ class Behaviour:
     user_body: bytes = b"echo"
     user_content_type: str = "text/plain; charset=utf-8"
     checks_signature: bool = True
+    bearer: str | None = None  # the token it admits instead of a signature (EVENTHANDLER_AUTH=bearer)
     location: str | None = None  # a Location header on the validation answer
 
 
@@ -85,7 +87,10 @@ class FakeHandler:
                 headers["Location"] = rules.location
             return Response(status_code=status, headers=headers)
         connection_id = seen.headers.get("ce-connectionid", "")
-        if rules.checks_signature and seen.headers.get("ce-signature") != signature_for(EMULATOR_KEY, connection_id):
+        if rules.bearer is not None:
+            if seen.headers.get("authorization") != f"Bearer {rules.bearer}":
+                return Response(status_code=401)
+        elif rules.checks_signature and seen.headers.get("ce-signature") != signature_for(EMULATOR_KEY, connection_id):
             return Response(status_code=401)
         event_type = seen.headers.get("ce-type", "")
         if event_type == "azure.webpubsub.sys.connect":
@@ -112,10 +117,6 @@ def handler(served: tuple[FakeHandler, str], monkeypatch: pytest.MonkeyPatch, tm
     fake, _ = served
     fake.behaviour = Behaviour()
     fake.seen.clear()
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT")):
-            monkeypatch.delenv(name)
     return fake
 
 
@@ -391,24 +392,76 @@ def test_a_handler_that_accepts_unsigned_events_is_reported(handler: FakeHandler
         assert "ce-signature" in checks[name]["fix"]
 
 
+ENTRA_BEARER = {
+    "WEBPUBSUB_CREDENTIAL": "entra",
+    "WEBPUBSUB_ENDPOINT": ENDPOINT,
+    "NEGOTIATE_AUTH": "anonymous",
+    "EVENTHANDLER_AUTH": "bearer",
+    "EVENTHANDLER_BEARER_ISSUER": "https://login.microsoftonline.com/tenant/v2.0",
+    "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
+    "EVENTHANDLER_BEARER_PRINCIPAL_ID": "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f",
+}
+
+
+class ScopeRecorder(FakeCredential):
+    def __init__(self, *, available: bool = True):
+        super().__init__(available=available)
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        return super().get_token(*scopes, **kwargs)
+
+
+def doctor_with(credential: FakeCredential, *argv: str) -> tuple[int, dict[str, dict[str, Any]], str]:
+    out = io.StringIO()
+    code = main([*argv, "--json"], access=AzureAccess(credential=credential), out=out)
+    return code, by_name(json.loads(out.getvalue())), out.getvalue()
+
+
+def test_in_entra_mode_events_carry_a_token_for_the_handlers_audience(
+    handler: FakeHandler, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ENTRA_BEARER.items():
+        monkeypatch.setenv(name, value)
+    handler.behaviour.bearer = "fake-entra-token"  # what FakeCredential hands out
+    credential = ScopeRecorder()
+    code, checks, text = doctor_with(credential, "handler", url)
+    assert code == 0, text
+    assert credential.scopes == [("api://events/.default",)]
+    assert checks["connect"]["status"] == "ok"
+    assert checks["connect"]["summary"] == "connect event accepted (200)"
+    assert checks["user event"]["summary"].startswith("bearer-authenticated message event accepted")
+    assert checks["disconnected"]["status"] == "ok"
+    assert checks["unsigned event"]["status"] == "ok"  # no token at all: refused
+    bearer_posts = [seen for seen in handler.posts() if seen.headers.get("authorization")]
+    assert len(bearer_posts) == 3
+    assert all("ce-signature" not in seen.headers for seen in bearer_posts)
+    assert "fake-entra-token" not in text
+
+
+def test_a_token_the_handler_refuses_is_explained_by_its_principal_check(
+    handler: FakeHandler, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ENTRA_BEARER.items():
+        monkeypatch.setenv(name, value)
+    handler.behaviour.bearer = "only-the-services-token"
+    code, checks, _ = doctor_with(FakeCredential(), "handler", url)
+    assert code == 0
+    assert checks["connect"]["status"] == "warn"
+    assert "EVENTHANDLER_BEARER_PRINCIPAL_ID" in checks["connect"]["summary"]
+    assert "user event" not in checks
+
+
 def test_without_a_key_the_signed_events_are_skipped_and_the_forged_ones_still_sent(
     handler: FakeHandler, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {
-        "WEBPUBSUB_CREDENTIAL": "entra",
-        "WEBPUBSUB_ENDPOINT": ENDPOINT,
-        "NEGOTIATE_AUTH": "anonymous",
-        "EVENTHANDLER_AUTH": "bearer",
-        "EVENTHANDLER_BEARER_ISSUER": "https://login.microsoftonline.com/tenant/v2.0",
-        "EVENTHANDLER_BEARER_AUDIENCE": "api://events",
-        "EVENTHANDLER_BEARER_PRINCIPAL_ID": "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f",
-    }.items():
+    for name, value in ENTRA_BEARER.items():
         monkeypatch.setenv(name, value)
-    code, report, _ = doctor("handler", url)
-    checks = by_name(report)
+    code, checks, _ = doctor_with(FakeCredential(available=False), "handler", url)
     assert code == 0
     assert checks["signed events"]["status"] == "skip"
-    assert "entra" in checks["signed events"]["summary"]
+    assert "no access key, and no token for api://events" in checks["signed events"]["summary"]
     assert "connect" not in checks
     assert checks["unsigned event"]["status"] == "ok"
     assert [seen.headers.get("ce-signature") is None for seen in handler.posts()] == [True, False]

@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, send
-from shared.doctor.report import Check, fail, fingerprint, ok, redact_url, skip, warn
+from doctor.net import DEFAULT_TIMEOUT_SECONDS, send
+from doctor.report import Check, fail, fingerprint, ok, redact_url, skip, warn
+from shared.probes import ProbeFailed
 from shared.protocol import (
     BINARY,
     HEADER_AWPS_VERSION,
@@ -61,7 +62,7 @@ CONNECT_REQUEST: dict[str, Any] = {
 }
 USER_EVENT_CONTENT_TYPES = frozenset({TEXT, JSON, BINARY})
 TEST_USER_ID = "webpubsub-doctor"
-TEST_MESSAGE = b"Test message from python -m shared.doctor"
+TEST_MESSAGE = b"Test message from python -m doctor"
 
 _FORGED_FIX = (
     "Check ce-signature (sha256= HMAC-SHA256 of ce-connectionId, keyed with the access key) on every event and "
@@ -85,6 +86,18 @@ class HandlerTarget:
     key: str | None = field(default=None, repr=False)
     key_note: str = ""
     timeout: float = DEFAULT_TIMEOUT_SECONDS
+    # Without a key (entra mode, EVENTHANDLER_AUTH=bearer): a token for the handler's audience, sent
+    # as the service sends its managed identity's, and where it came from.
+    bearer: str | None = field(default=None, repr=False)
+    bearer_note: str = ""
+
+    @property
+    def authenticated(self) -> bool:
+        return self.key is not None or self.bearer is not None
+
+    @property
+    def credential_note(self) -> str:
+        return self.key_note if self.key is not None else self.bearer_note
 
     def url_for(self, event: str) -> str:
         """The URL template filled in as the service does; the handshake uses the event name `validate`."""
@@ -120,6 +133,18 @@ def event_headers(
     return headers
 
 
+def _signature(target: HandlerTarget, connection_id: str) -> str | None:
+    return signature_for(target.key, connection_id) if target.key is not None else None
+
+
+def _how(target: HandlerTarget) -> str:
+    return "signed" if target.key is not None else "bearer-authenticated"
+
+
+def _authorization(target: HandlerTarget) -> dict[str, str]:
+    return {"Authorization": f"Bearer {target.bearer}"} if target.key is None and target.bearer else {}
+
+
 def _media_type(response: requests.Response) -> str:
     return (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
 
@@ -134,11 +159,11 @@ def check_handshake(session: requests.Session, target: HandlerTarget) -> tuple[C
         if response.status_code == 404:
             response = send(session, "GET", url, headers=headers, timeout=target.timeout)
             asked = "OPTIONS answered 404, then GET"
-    except Unreachable as error:
+    except ProbeFailed as error:
         return (
             fail(
                 "handshake",
-                f"the service cannot reach the handler: {error.detail}",
+                f"the service cannot reach the handler: {error.log_detail}",
                 error.fix + " The service must reach the URL from the internet (or through its private link).",
                 code=HANDSHAKE_FAILED,
             ),
@@ -190,9 +215,17 @@ def _handshake_status_fix(response: requests.Response) -> str:
 
 
 def _send_event(
-    session: requests.Session, target: HandlerTarget, event: str, headers: Mapping[str, str], body: bytes
+    session: requests.Session,
+    target: HandlerTarget,
+    event: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    authenticated: bool = True,
 ) -> requests.Response:
-    return send(session, "POST", target.url_for(event), headers=headers, body=body, timeout=target.timeout)
+    """POST one event; an authenticated one carries the bearer token when there is no key to sign with."""
+    sent = {**headers, **(_authorization(target) if authenticated else {})}
+    return send(session, "POST", target.url_for(event), headers=sent, body=body, timeout=target.timeout)
 
 
 def connect_response_problems(response: requests.Response) -> tuple[list[str], list[str]]:
@@ -230,24 +263,23 @@ def connect_response_problems(response: requests.Response) -> tuple[list[str], l
 
 def check_connect(session: requests.Session, target: HandlerTarget, connection_id: str) -> tuple[Check, bool]:
     """The signed connect event; returns the finding and whether the handler let the connection in."""
-    assert target.key is not None
     headers = event_headers(
         target,
         event_type=TYPE_CONNECT,
         event_name="connect",
         connection_id=connection_id,
         content_type=JSON,
-        signature=signature_for(target.key, connection_id),
+        signature=_signature(target, connection_id),
     )
     try:
         response = _send_event(session, target, "connect", headers, json.dumps(CONNECT_REQUEST).encode())
-    except Unreachable as error:
+    except ProbeFailed as error:
         return fail(
-            "connect", f"the connect event did not arrive: {error.detail}", error.fix, UNEXPECTED_RESPONSE
+            "connect", f"the connect event did not arrive: {error.log_detail}", error.fix, UNEXPECTED_RESPONSE
         ), False
     status = response.status_code
     if status == 204:
-        return ok("connect", "signed connect event accepted (204)"), True
+        return ok("connect", f"{_how(target)} connect event accepted (204)"), True
     if status == 200:
         return _connect_answer(response), True
     if status == 404:
@@ -258,6 +290,8 @@ def check_connect(session: requests.Session, target: HandlerTarget, connection_i
             _NOT_SERVED_FIX,
             UNEXPECTED_RESPONSE,
         ), False
+    if target.key is None and status in {401, 403}:
+        return _bearer_refused(target), False
     if 400 <= status < 500:
         refused = warn(
             "connect",
@@ -300,26 +334,27 @@ def _connect_answer(response: requests.Response) -> Check:
             f"answered 200; the service ignores the field(s) {', '.join(sorted(unknown))}",
             "Return only userId, groups, roles and subprotocol.",
         )
-    return ok("connect", "signed connect event accepted (200)")
+    return ok("connect", "connect event accepted (200)")
 
 
 def check_user_event(
     session: requests.Session, target: HandlerTarget, connection_id: str, *, connected: bool = True
 ) -> Check:
     """The signed message event; `connected` says whether the handler let the test connection in."""
-    assert target.key is not None
     headers = event_headers(
         target,
         event_type=USER_TYPE_PREFIX + "message",
         event_name="message",
         connection_id=connection_id,
         content_type=TEXT,
-        signature=signature_for(target.key, connection_id),
+        signature=_signature(target, connection_id),
     )
     try:
         response = _send_event(session, target, "message", headers, TEST_MESSAGE)
-    except Unreachable as error:
-        return fail("user event", f"the message event did not arrive: {error.detail}", error.fix, UNEXPECTED_RESPONSE)
+    except ProbeFailed as error:
+        return fail(
+            "user event", f"the message event did not arrive: {error.log_detail}", error.fix, UNEXPECTED_RESPONSE
+        )
     status = response.status_code
     if 200 <= status < 300:
         media_type = _media_type(response)
@@ -332,7 +367,7 @@ def check_user_event(
                 UNEXPECTED_RESPONSE,
             )
         shown = f" ({media_type})" if response.content else ""
-        return ok("user event", f"signed message event accepted ({status}{shown})")
+        return ok("user event", f"{_how(target)} message event accepted ({status}{shown})")
     if status == 404:
         return fail(
             "user event",
@@ -345,7 +380,7 @@ def check_user_event(
         return fail(
             "user event",
             f"answered 401 like the connect event: the handler refuses every event signed with the key from "
-            f"{target.key_note} ({fingerprint(target.key)})",
+            f"{target.credential_note}" + (f" ({fingerprint(target.key)})" if target.key else ""),
             "The handler checks ce-signature with another access key than this one: compare them. `config` "
             "(service key) shows whether the service accepts this key; after a key is regenerated, the handler "
             "must be given the new one.",
@@ -366,21 +401,20 @@ def check_user_event(
 
 
 def check_disconnected(session: requests.Session, target: HandlerTarget, connection_id: str) -> Check:
-    assert target.key is not None
     headers = event_headers(
         target,
         event_type=TYPE_DISCONNECTED,
         event_name="disconnected",
         connection_id=connection_id,
         content_type=JSON,
-        signature=signature_for(target.key, connection_id),
+        signature=_signature(target, connection_id),
     )
     try:
         response = _send_event(session, target, "disconnected", headers, b'{"reason":null}')
-    except Unreachable as error:
-        return warn("disconnected", f"the disconnected event did not arrive: {error.detail}", error.fix)
+    except ProbeFailed as error:
+        return warn("disconnected", f"the disconnected event did not arrive: {error.log_detail}", error.fix)
     if 200 <= response.status_code < 300:
-        return ok("disconnected", f"signed disconnected event accepted ({response.status_code})")
+        return ok("disconnected", f"{_how(target)} disconnected event accepted ({response.status_code})")
     return warn(
         "disconnected",
         f"answered {response.status_code}; the service only logs that, but the handler misses disconnects",
@@ -403,9 +437,11 @@ def check_refused(session: requests.Session, target: HandlerTarget, *, forged: b
         signature=signature,
     )
     try:
-        response = _send_event(session, target, "connect", headers, json.dumps(CONNECT_REQUEST).encode())
-    except Unreachable as error:
-        return fail(name, f"{what} did not arrive: {error.detail}", error.fix)
+        response = _send_event(
+            session, target, "connect", headers, json.dumps(CONNECT_REQUEST).encode(), authenticated=False
+        )
+    except ProbeFailed as error:
+        return fail(name, f"{what} did not arrive: {error.log_detail}", error.fix)
     status = response.status_code
     if status == 401:
         return ok(name, f"{what} was refused with 401")
@@ -421,6 +457,18 @@ def check_refused(session: requests.Session, target: HandlerTarget, *, forged: b
     return fail(name, f"{what} got {status} instead of 401", _FORGED_FIX)
 
 
+def _bearer_refused(target: HandlerTarget) -> Check:
+    """The handler refused a real token for its audience: right if only the service's identity may pass."""
+    return warn(
+        "connect",
+        f"the handler refused a valid token for its audience from {target.bearer_note}: expected when "
+        "EVENTHANDLER_BEARER_PRINCIPAL_ID admits only the Web PubSub resource's identity (this one is not it), so "
+        "the events themselves could not be tried",
+        "If this identity should pass, check EVENTHANDLER_BEARER_AUDIENCE and EVENTHANDLER_BEARER_ISSUER against the "
+        "token; otherwise nothing to do. `hubs` checks that the service sends its token for that audience.",
+    )
+
+
 def check_handler(target: HandlerTarget, session: requests.Session | None = None) -> list[Check]:
     """Every check of the `handler` command, in the order the service would run into them."""
     scheme = urlsplit(target.url).scheme.lower()
@@ -434,12 +482,15 @@ def check_handler(target: HandlerTarget, session: requests.Session | None = None
         if not reachable:
             findings.append(skip("events", "not sent: the handler cannot be reached"))
             return findings
-        if target.key is None:
-            findings.append(skip("signed events", f"not sent: {target.key_note}"))
+        if not target.authenticated:
+            findings.append(skip("signed events", f"not sent: {target.credential_note}"))
         else:
             connection_id = uuid.uuid4().hex
             connect, connected = check_connect(session, target, connection_id)
             findings.append(connect)
+            if target.key is None and not connected:  # the token was refused: every other event would be too
+                findings.append(check_refused(session, target, forged=False))
+                return findings
             findings.append(check_user_event(session, target, connection_id, connected=connected))
             if connected:  # the service sends disconnected only for connections it let in
                 findings.append(check_disconnected(session, target, connection_id))

@@ -1,4 +1,4 @@
-"""Network failures named by kind (DNS, refused, timeout, TLS), from real sockets where possible."""
+"""Network failures named by kind (DNS, refused, timeout, TLS), through the doctor's `send`, from real sockets."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devstack.servers import ServerThread
-from shared.doctor.net import NETWORK_FIXES, Unreachable, classify, run_with_deadline, send
+from doctor.net import run_with_deadline, send
+from shared.probes import FIXES, Failure, ProbeFailed, classify
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,8 @@ def silent_server() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-def failure(url: str, timeout: float = 2.0) -> Unreachable:
-    with requests.Session() as session, pytest.raises(Unreachable) as caught:
+def failure(url: str, timeout: float = 2.0) -> ProbeFailed:
+    with requests.Session() as session, pytest.raises(ProbeFailed) as caught:
         send(session, "GET", url, timeout=timeout)
     return caught.value
 
@@ -59,34 +60,34 @@ def test_send_returns_the_answer_without_following_redirects(plain_http: str) ->
 
 def test_a_name_that_does_not_resolve_is_dns() -> None:
     error = failure("http://doctor-test.invalid/api/eventhandler")
-    assert error.kind == "dns"
-    assert "doctor-test.invalid" in error.detail
-    assert error.fix == NETWORK_FIXES["dns"]
+    assert error.failure == "dns"
+    assert "doctor-test.invalid" in error.log_detail
+    assert error.fix == FIXES[Failure.DNS]
 
 
 def test_a_closed_port_is_refused(free_port: int) -> None:
     error = failure(f"http://127.0.0.1:{free_port}/")
-    assert error.kind == "refused"
-    assert f"127.0.0.1:{free_port}" in error.detail
+    assert error.failure == "refused"
+    assert f"127.0.0.1:{free_port}" in error.log_detail
 
 
 def test_a_server_that_never_answers_is_a_timeout(silent_server: int) -> None:
     error = failure(f"http://127.0.0.1:{silent_server}/", timeout=0.3)
-    assert error.kind == "timeout"
-    assert "0.3 s" in error.detail
+    assert error.failure == "timeout"
+    assert "0.3 s" in error.log_detail
 
 
 def test_https_to_a_plain_http_server_is_tls(plain_http: str) -> None:
     error = failure(plain_http.replace("http://", "https://") + "/")
-    assert error.kind == "tls"
+    assert error.failure == "tls"
 
 
 def test_an_untrusted_certificate_names_the_reason() -> None:
     cause = ssl.SSLCertVerificationError(1, "certificate verify failed")
     cause.verify_message = "self-signed certificate"
     error = classify(requests.exceptions.SSLError(cause), "https://contoso.example/api", 5)
-    assert error.kind == "tls"
-    assert "self-signed certificate" in error.detail
+    assert error.failure == "tls"
+    assert "self-signed certificate" in error.log_detail
 
 
 def test_azure_core_errors_are_classified_through_their_inner_exception(free_port: int) -> None:
@@ -95,17 +96,17 @@ def test_azure_core_errors_are_classified_through_their_inner_exception(free_por
             session.get(f"http://127.0.0.1:{free_port}/", timeout=2)
         except requests.ConnectionError as inner:
             wrapped = ServiceRequestError("request failed", error=inner)
-    assert classify(wrapped, f"http://127.0.0.1:{free_port}", 5).kind == "refused"
+    assert classify(wrapped, f"http://127.0.0.1:{free_port}", 5).failure == "refused"
 
 
 def test_descriptions_never_repeat_the_query() -> None:
     error = failure("http://doctor-test.invalid/api/eventhandler?code=secret-function-key")
-    assert "secret-function-key" not in error.detail
+    assert "secret-function-key" not in error.log_detail
     assert "secret-function-key" not in str(error)
 
 
 def test_an_unknown_failure_is_a_network_failure() -> None:
-    assert classify(RuntimeError("odd"), "https://contoso.example", 5).kind == "network"
+    assert classify(RuntimeError("odd"), "https://contoso.example", 5).failure == "network"
 
 
 def test_run_with_deadline_returns_or_reraises() -> None:
@@ -117,8 +118,8 @@ def test_run_with_deadline_returns_or_reraises() -> None:
 def test_run_with_deadline_gives_up_on_a_call_that_hangs() -> None:
     release = threading.Event()
     try:
-        with pytest.raises(Unreachable) as caught:
+        with pytest.raises(ProbeFailed) as caught:
             run_with_deadline(lambda: release.wait(30), 0.2)
-        assert caught.value.kind == "timeout"
+        assert caught.value.failure == "timeout"
     finally:
         release.set()

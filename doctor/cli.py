@@ -1,4 +1,4 @@
-"""The command line of `python -m shared.doctor`: options, settings, one report, the exit code.
+"""The command line of `python -m doctor`: options, settings, one report, the exit code.
 
 Exit codes: 0 when everything checked is fine (warnings included), 1 when a check failed,
 2 for a usage error. The options shared by every command (--json, the overrides, --timeout)
@@ -17,18 +17,21 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS
-from shared.doctor.report import Report, url_query_values
-from shared.doctor.target import (
+from doctor.net import DEFAULT_TIMEOUT_SECONDS
+from doctor.report import Report, url_query_values
+from doctor.target import (
     AzureAccess,
     Overrides,
+    SettingsSource,
     Target,
     collect_settings,
+    event_token,
     resolve_target,
     signing_key,
 )
+from shared.config import is_loopback_host
 
-PROG = "python -m shared.doctor"
+PROG = "python -m doctor"
 STDIN = "-"
 
 
@@ -91,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate an event handler URL as the service does, then send it signed and forged events.",
     )
     handler.add_argument("url", help="the event handler URL, e.g. https://<app>.azurewebsites.net/api/eventhandler")
+    hubs = commands.add_parser(
+        "hubs",
+        parents=[common],
+        help="whether the service delivers every served hub's events to the app",
+        description="Compare the event handler settings of every hub the app serves (the local service's own, or "
+        "Azure's through the management API with your Azure credential) with the app's settings: a handler at "
+        "all, its URL template, its system events and its upstream auth.",
+    )
+    hubs.add_argument("--subscription", help="Azure subscription id (default: AZURE_SUBSCRIPTION_ID)")
+    hubs.add_argument(
+        "--resource-group", help="resource group of the Web PubSub resource (default: AZURE_RESOURCE_GROUP)"
+    )
+    hubs.add_argument(
+        "--resource-name", help="name of the Web PubSub resource (default: the endpoint's <name>.webpubsub.azure.com)"
+    )
+    hubs.add_argument(
+        "--app-url", help="the app's base URL, https://<app>.azurewebsites.net (default: from WEBSITE_HOSTNAME)"
+    )
     return parser
 
 
@@ -129,11 +150,17 @@ def main(argv: Sequence[str] | None = None, *, access: AzureAccess | None = None
     report.conceal(overrides.connection_string, source.environ.get("WEBPUBSUB_CONNECTION_STRING"), target.key)
     with _quiet_azure_logs():
         if args.command == "config":
-            from shared.doctor.config import check_config
+            from doctor.config import check_config
 
             report.extend(check_config(source, access))
         elif args.command == "token":
             _token(args, report, target, overrides, access)
+        elif args.command == "hubs":
+            problem = _hubs(args, report, source, target, access, timeout)
+            if problem:
+                parser.print_usage(sys.stderr)
+                print(f"{PROG} hubs: error: {problem}", file=sys.stderr)
+                return 2
         elif not _handler(args, report, target, access, timeout):
             parser.print_usage(sys.stderr)
             print(
@@ -148,7 +175,7 @@ def main(argv: Sequence[str] | None = None, *, access: AzureAccess | None = None
 
 
 def _token(args: argparse.Namespace, report: Report, target: Target, overrides: Overrides, access: AzureAccess) -> None:
-    from shared.doctor.token import ClientAddress, bare_token, check_token, is_client_url
+    from doctor.token import ClientAddress, bare_token, check_token, is_client_url
 
     text = sys.stdin.read() if args.client_token == STDIN else args.client_token
     report.conceal(text.strip(), bare_token(text), *url_query_values(text.strip()))
@@ -160,9 +187,55 @@ def _token(args: argparse.Namespace, report: Report, target: Target, overrides: 
     report.extend(check_token(text, configured=configured, key=key, key_note=key_note, groups=args.group))
 
 
+def _hubs(
+    args: argparse.Namespace,
+    report: Report,
+    source: SettingsSource,
+    target: Target,
+    access: AzureAccess,
+    timeout: float,
+) -> str | None:
+    """Run the hub checks; a usage problem (nothing to compare, or where to read) is returned instead."""
+    import requests
+
+    from doctor.hubs import AppExpectation, AzureHubs, AzureResource, HubSettingsSource, LocalHubs, check_hubs
+
+    report.add(target.describe())
+    if target.service is None or target.endpoint is None:
+        return "the service's settings do not load, so there are no hubs to compare; run `config` first"
+    settings = target.service
+    expected = AppExpectation.of(target.settings, source.environ, args.app_url)
+    hub_source: HubSettingsSource
+    if is_loopback_host(urlsplit(target.endpoint).hostname or ""):
+        hub_source = LocalHubs(target.endpoint, requests.Session(), timeout)
+    else:
+        resource = AzureResource.resolve(
+            source.environ,
+            target.endpoint,
+            subscription=args.subscription,
+            resource_group=args.resource_group,
+            resource_name=args.resource_name,
+        )
+        if resource.missing:
+            return "to read the hub settings from Azure, pass " + ", ".join(resource.missing)
+        assert resource.subscription is not None  # none is missing
+        assert resource.resource_group is not None
+        assert resource.resource_name is not None
+        hub_source = AzureHubs(
+            resource.subscription,
+            resource.resource_group,
+            resource.resource_name,
+            credential=lambda: access.credential_for(settings),
+            deadline=access.deadline,
+            client_factory=access.management_client,
+        )
+    report.extend(check_hubs(hub_source, expected))
+    return None
+
+
 def _handler(args: argparse.Namespace, report: Report, target: Target, access: AzureAccess, timeout: float) -> bool:
     """Run the handler checks; False when there is no service host to send as the origin."""
-    from shared.doctor.handler import HandlerTarget, check_handler
+    from doctor.handler import HandlerTarget, check_handler
 
     report.conceal(*url_query_values(args.url))
     origin_host = urlsplit(target.endpoint).hostname if target.endpoint else None
@@ -171,8 +244,17 @@ def _handler(args: argparse.Namespace, report: Report, target: Target, access: A
     report.add(target.describe())
     key, key_note = signing_key(target, access)
     report.conceal(key)
+    bearer, bearer_note = (None, key_note) if key is not None else event_token(target, access)
+    report.conceal(bearer)
     handler_target = HandlerTarget(
-        url=args.url, origin_host=origin_host, hub=target.hub, key=key, key_note=key_note, timeout=timeout
+        url=args.url,
+        origin_host=origin_host,
+        hub=target.hub,
+        key=key,
+        key_note=key_note,
+        timeout=timeout,
+        bearer=bearer,
+        bearer_note=bearer_note,
     )
     report.extend(check_handler(handler_target))
     return True

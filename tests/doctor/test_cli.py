@@ -22,19 +22,11 @@ from starlette.routing import Route
 
 from devstack.__main__ import RunningStack, parse_arguments, start_stack
 from devstack.servers import ServerThread
-from shared.doctor.cli import main
+from doctor.cli import main
 from tests.support.fakes import EMULATOR_KEY
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CONNECTION_STRING = f"Endpoint=https://contoso.webpubsub.azure.com;AccessKey={EMULATOR_KEY};Version=1.0;"
-
-
-@pytest.fixture(autouse=True)
-def _no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("WEBPUBSUB", "NEGOTIATE", "EVENTHANDLER", "KEYVAULT")):
-            monkeypatch.delenv(name)
 
 
 def token(hub: str = "chat") -> str:
@@ -107,7 +99,7 @@ def test_python_m_shared_doctor_runs_as_a_program(handler_without_allowed_origin
     environ["WEBPUBSUB_CONNECTION_STRING"] = CONNECTION_STRING  # read from the environment, as in Azure
     environ["WEBPUBSUB_CREDENTIAL"] = "connectionstring"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.doctor", "--json", "handler", handler_without_allowed_origin, "--timeout", "5"],
+        [sys.executable, "-m", "doctor", "--json", "handler", handler_without_allowed_origin, "--timeout", "5"],
         cwd=tmp_path,
         env=environ,
         capture_output=True,
@@ -123,7 +115,7 @@ def test_python_m_shared_doctor_runs_as_a_program(handler_without_allowed_origin
 
 
 def test_the_functions_host_never_imports_the_doctor() -> None:
-    code = "import sys, function_app; print([m for m in sys.modules if m.startswith('shared.doctor')])"
+    code = "import sys, function_app; print([m for m in sys.modules if m.startswith('doctor')])"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True, timeout=60
     )
@@ -158,7 +150,8 @@ def test_every_command_passes_against_the_local_stack(local_stack: RunningStack)
     code, output = run("config", "--json")
     assert code == 0, output
     assert set(statuses(output).values()) == {"ok"}, output
-    assert "HEAD /api/health answered 200" in output  # the service the stack started, not the file's port 8080
+    # The service the stack started, not the file's port 8080.
+    assert f"{local_stack.service.endpoint}/api/health?api-version=2024-12-01 answered 200" in output
 
     negotiated = httpx.get(local_stack.url("negotiate"), params={"userId": "alice", "group": "chat"}, timeout=10)
     assert negotiated.status_code == 200, negotiated.text
@@ -185,7 +178,7 @@ def test_the_local_stack_with_a_stale_key_fails_where_the_service_would(local_st
     other_key = EMULATOR_KEY[::-1]
     negotiated = httpx.get(local_stack.url("negotiate"), params={"userId": "alice"}, timeout=10).json()["url"]
     code, output = run("config", "--key", other_key, "--json")
-    assert (code, statuses(output)["service key"]) == (1, "fail"), output
+    assert (code, statuses(output)["service access"]) == (1, "fail"), output
     code, output = run("token", negotiated, "--key", other_key, "--json")
     assert (code, statuses(output)["signature"]) == (1, "fail"), output
     code, output = run("handler", local_stack.url("eventhandler"), "--key", other_key, "--json")

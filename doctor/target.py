@@ -11,31 +11,35 @@ endpoint, hub and key), and when even those do not load they take what parses on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctor.net import DEFAULT_TIMEOUT_SECONDS, run_with_deadline
+from doctor.report import Check, fingerprint, ok, warn
 from shared.config import (
     Concern,
     CredentialMode,
+    EventAuth,
     ServiceSettings,
     Settings,
     load_settings,
     normalize_endpoint,
     parse_connection_string,
 )
-from shared.doctor.net import DEFAULT_TIMEOUT_SECONDS, Unreachable, run_with_deadline
-from shared.doctor.report import Check, fingerprint, ok, warn
 from shared.errors import ConfigError, DependencyUnavailable
 from shared.local_settings import (
     LocalSettingsError as LocalSettingsError,  # the doctor's callers catch it here
     apply_values,
     read_local_settings as read_local_settings_file,
 )
+from shared.probes import ProbeFailed
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+
+    from shared.tokens import KeyVaultTokenSource, TokenSource
 
 LOCAL_SETTINGS_FILE = "local.settings.json"
 # Set by App Service on every site; their presence means "this runs in Azure".
@@ -188,7 +192,7 @@ class Target:
         return warn(
             "settings",
             f"{self.load_error.log_message}; using {where}",
-            "Run `python -m shared.doctor config` for the full diagnosis.",
+            "Run `python -m doctor config` for the full diagnosis.",
         )
 
 
@@ -236,6 +240,12 @@ def resolve_target(source: SettingsSource, overrides: Overrides | None = None) -
     )
 
 
+def _management_client(credential: TokenCredential, subscription: str) -> Any:
+    from doctor.hubs import management_client
+
+    return management_client(credential, subscription)
+
+
 @dataclass
 class AzureAccess:
     """How the doctor reaches Azure: one credential, and SDK clients that fail within seconds.
@@ -246,18 +256,22 @@ class AzureAccess:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     credential: TokenCredential | None = None
     sdk_options: Mapping[str, Any] = field(default_factory=dict)
+    # (credential, subscription) -> a WebPubSubManagementClient; tests pass a fake.
+    management_client: Callable[[TokenCredential, str], Any] = field(default=_management_client)
 
     def credential_for(self, settings: ServiceSettings) -> TokenCredential:
-        """The app's credential: DefaultAzureCredential, with AZURE_CLIENT_ID for a user-assigned identity."""
+        """The app's identity (shared.probes.identity_credential), answering within the doctor's timeout."""
         if self.credential is None:
-            from azure.identity import DefaultAzureCredential
+            from shared.probes import identity_credential
 
-            self.credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+            self.credential = identity_credential(settings.client_id, self.timeout)
         return self.credential
 
     def client_options(self) -> dict[str, Any]:
         """SDK client options: the probe's timeout, and no retries (a retry would only hide the failure)."""
-        return {"connection_timeout": self.timeout, "read_timeout": self.timeout, "retry_total": 0, **self.sdk_options}
+        from shared.probes import probe_options
+
+        return {**probe_options(self.timeout), **self.sdk_options}
 
     @property
     def deadline(self) -> float:
@@ -265,11 +279,26 @@ class AzureAccess:
         return self.timeout * 3
 
 
-def read_keyvault_key(settings: ServiceSettings, access: AzureAccess) -> str:
-    """The access key as the app reads it from Key Vault, through the app's own token source.
+def key_source(settings: ServiceSettings, key: str, access: AzureAccess) -> TokenSource:
+    """The app's token source for `key`, with the doctor's SDK options."""
+    from shared.tokens import KeyTokenSource
 
-    Raises DependencyUnavailable or ConfigError as the app would, or Unreachable on the deadline.
-    """
+    return KeyTokenSource(settings.endpoint, key, sdk_options=access.client_options())
+
+
+def entra_source(settings: ServiceSettings, access: AzureAccess) -> TokenSource:
+    """The app's entra token source, with the doctor's credential and SDK options."""
+    from shared.tokens import EntraTokenSource
+
+    return EntraTokenSource(
+        endpoint=settings.endpoint,
+        credential_provider=lambda: access.credential_for(settings),
+        sdk_options=access.client_options(),
+    )
+
+
+def keyvault_source(settings: ServiceSettings, access: AzureAccess) -> KeyVaultTokenSource:
+    """The app's Key Vault token source, reading with the doctor's credential and SDK options."""
     from azure.keyvault.secrets import SecretClient
 
     from shared.tokens import KeyVaultTokenSource
@@ -281,14 +310,23 @@ def read_keyvault_key(settings: ServiceSettings, access: AzureAccess) -> str:
     def secret_client() -> SecretClient:
         return SecretClient(vault_url=vault_uri, credential=access.credential_for(settings), **access.client_options())
 
-    source = KeyVaultTokenSource(
+    return KeyVaultTokenSource(
         endpoint=settings.endpoint,
         vault_uri=vault_uri,
         secret_name=settings.key_secret_name,
         refresh_seconds=settings.keyvault_refresh_seconds,
         credential_provider=lambda: access.credential_for(settings),
         secret_client_factory=secret_client,
+        sdk_options=access.client_options(),
     )
+
+
+def read_keyvault_key(settings: ServiceSettings, access: AzureAccess) -> str:
+    """The access key as the app reads it from Key Vault, through the app's own token source.
+
+    Raises DependencyUnavailable or ConfigError as the app would, or ProbeFailed on the deadline.
+    """
+    source = keyvault_source(settings, access)
     keys = run_with_deadline(source.access_keys, access.deadline)
     return keys[0]
 
@@ -305,9 +343,33 @@ def signing_key(target: Target, access: AzureAccess) -> tuple[str | None, str]:
             reason = error.detail
         except ConfigError as error:
             reason = error.log_message
-        except Unreachable as error:
-            reason = error.detail
+        except ProbeFailed as error:
+            reason = error.log_detail
         return None, f"the key could not be read from Key Vault ({reason}); pass --key"
     if target.mode == CredentialMode.ENTRA.value:
         return None, "WEBPUBSUB_CREDENTIAL=entra: the app holds no access key; pass --key to use one"
     return None, "no access key is configured; pass --key or --connection-string"
+
+
+def event_token(target: Target, access: AzureAccess) -> tuple[str | None, str]:
+    """A token for the event handler's audience (EVENTHANDLER_AUTH=bearer), as the service would send one.
+
+    From the doctor's credential: the app's managed identity in its console, the developer's login
+    or the local identity endpoint elsewhere. Returns the token and who it is from, or None and why not.
+    """
+    settings = target.service
+    if settings is None or Concern.EVENT_HANDLER in target.settings.problems:
+        return None, "no key, and the event handler's settings do not load"
+    bearer = target.settings.event_handler.bearer
+    if target.settings.event_handler.auth is not EventAuth.BEARER or bearer is None:
+        return None, f"no access key, and EVENTHANDLER_AUTH={target.settings.event_handler.auth.value} takes no token"
+    scope = bearer.audience.rstrip("/") + "/.default"
+    try:
+        credential = access.credential_for(settings)
+        token = run_with_deadline(lambda: credential.get_token(scope), access.deadline)
+    except ProbeFailed as error:
+        return None, f"no access key, and no token for {bearer.audience}: {error.log_detail}"
+    except Exception as error:  # any credential failure: the reason is the report's
+        return None, f"no access key, and no token for {bearer.audience} ({type(error).__name__}: {str(error)[:160]})"
+    who = f"identity {settings.client_id}" if settings.client_id else "the doctor's credential"
+    return token.token, f"{who} (a token for {bearer.audience})"

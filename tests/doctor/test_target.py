@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import Concern, CredentialMode
-from shared.doctor.target import (
+from doctor.target import (
     AzureAccess,
     LocalSettingsError,
     Overrides,
@@ -18,6 +17,7 @@ from shared.doctor.target import (
     resolve_target,
     signing_key,
 )
+from shared.config import Concern, CredentialMode
 from tests.support.fakes import (
     EMULATOR_KEY,
     LOCAL_CONNECTION_STRING,

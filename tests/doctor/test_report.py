@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from shared.doctor.report import Report, fail, fingerprint, ok, redact_url, skip, url_query_values, warn
+from doctor.report import Report, fail, fingerprint, ok, redact_url, skip, url_query_values, warn
 
 
 def sample() -> Report:

@@ -1,0 +1,5 @@
+"""Entry point of `python -m doctor`."""
+
+from doctor.cli import main
+
+raise SystemExit(main())
