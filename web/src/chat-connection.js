@@ -159,6 +159,7 @@ export class ChatConnection {
     this.groups = new Set();
     this.seen = new Set();
     this.status = "";
+    this.userId = undefined; // as the service knows this user, from the first connection on
     this.link = undefined;
     this.refreshing = false;
     this.stopped = false;
@@ -246,6 +247,7 @@ export class ChatConnection {
       return;
     }
     if (link === this.link) {
+      this.userId = userId;
       this.setStatus("connected");
       this.onNotice(`Connected as ${userId} (connection ${connectionId}).`);
     }

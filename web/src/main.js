@@ -2,6 +2,7 @@
 
 import { ChatConnection, randomId } from "./chat-connection.js";
 import { describeNegotiateFailure, NegotiateError } from "./negotiate.js";
+import { describePresenceFailure, fetchPresence, PresenceWatch } from "./presence.js";
 
 const byTestId = (name) => document.querySelector(`[data-testid="${name}"]`);
 const status = byTestId("status");
@@ -14,6 +15,9 @@ const messageInput = byTestId("message-input");
 const sendButton = byTestId("send-button");
 const messages = byTestId("messages");
 const activity = byTestId("activity");
+const presenceTitle = byTestId("presence-title");
+const presenceSummary = byTestId("presence-summary");
+const presenceList = byTestId("presence-list");
 
 const MAX_SHOWN_TEXT = 2000;
 const negotiateAuth = document.body.dataset.negotiateAuth;
@@ -41,6 +45,52 @@ function negotiateUrl() {
   }
   return url.toString();
 }
+
+const plural = (count, one, many) => `${count} ${count === 1 ? one : many}`;
+
+function showPresence(group, { users, connections, truncated }) {
+  presenceTitle.textContent = `Online in ${group}`;
+  presenceSummary.className = "";
+  presenceSummary.textContent =
+    `${plural(users.length, "person", "people")}, ${plural(connections, "connection", "connections")}` +
+    (truncated ? " (the group is too large to list everyone)" : "");
+  const items = users.map(({ userId, connections: count }) => {
+    const item = document.createElement("li");
+    item.dataset.userId = userId;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = userId;
+    if (userId === chat.userId) {
+      const you = document.createElement("span");
+      you.className = "you";
+      you.textContent = " (you)";
+      name.append(you);
+    }
+    const where = document.createElement("span");
+    where.className = "connections";
+    where.textContent = ` ${plural(count, "connection", "connections")}`;
+    item.append(name, where);
+    return item;
+  });
+  presenceList.replaceChildren(...items);
+}
+
+function showPresenceFailure(group, error) {
+  presenceTitle.textContent = `Online in ${group}`;
+  presenceSummary.className = "error";
+  presenceSummary.textContent = describePresenceFailure(error, group);
+  if (error.permanent) {
+    presenceList.replaceChildren();
+  }
+}
+
+const presence = new PresenceWatch({
+  load: (group) =>
+    fetchPresence(location.href, group, { userId: negotiateAuth === "anonymous" ? localUserId() : undefined }),
+  onUpdate: showPresence,
+  onError: showPresenceFailure,
+  isHidden: () => document.hidden,
+});
 
 function log(text) {
   const item = document.createElement("li");
@@ -121,6 +171,9 @@ const chat = new ChatConnection({
   },
   onMessage(message) {
     addMessage(message);
+    if (message.from !== undefined && message.group === currentGroup) {
+      presence.expect(message.from); // someone the list does not show yet (or no longer shows)
+    }
   },
   onNotice(text) {
     const match = /^Connected as (.+) \(connection/.exec(text);
@@ -154,6 +207,8 @@ byTestId("join-form").addEventListener("submit", async (event) => {
   try {
     await chat.join(group);
     currentGroup = group;
+    presence.watch(group);
+    presence.expect(chat.userId);
     sendButton.disabled = chat.status !== "connected";
     messageInput.placeholder = `Message to ${group}`;
     log(`Joined group ${group}.`);
@@ -179,6 +234,12 @@ byTestId("send-form").addEventListener("submit", async (event) => {
   } catch (error) {
     setAck(item, "failed", `✗ ${errorText(error)}`);
     showError(new Error(`Sending failed: ${errorText(error)}`));
+  }
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) {
+    void presence.refresh();
   }
 });
 
