@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import httpx
 from playwright.sync_api import Locator, Route, expect
 
-from tests.browser.conftest import AppSettings, ChatPage
+from tests.browser.conftest import RECONNECT_TIMEOUT_MS, AppSettings, ChatPage, LocalStack
 
 OpenChat = Callable[..., ChatPage]
 # The page polls every 5 s and the app caches for 2 s: a change shows within about 8 s.
@@ -97,3 +98,42 @@ def test_presence_says_so_when_the_app_stops_allowing_the_group(
         timeout=PRESENCE_TIMEOUT_MS,
     )
     expect(online(alice)).to_have_count(0)
+
+
+def publish(stack: LocalStack, body: dict[str, object]) -> None:
+    response = httpx.post(f"{stack.host_url}/api/messages", json=body, timeout=10)
+    assert response.status_code == 202, response.text
+
+
+def test_server_messages_are_shown_as_the_servers(
+    stack: LocalStack, app_settings: AppSettings, open_chat: OpenChat, group: str
+) -> None:
+    app_settings(PUBLISH_AUTH="none")
+    alice = joined(group, open_chat)
+    bob = joined(group, open_chat)
+    bob.send("a user's message")
+    expect(alice.messages_with("a user's message")).to_have_count(1)
+
+    publish(stack, {"to": {"group": group}, "data": "The room closes at six.", "dataType": "text"})
+    publish(stack, {"to": {"user": alice.user_id}, "data": {"text": "Only for you."}, "dataType": "json"})
+    publish(stack, {"to": {"all": True}, "data": "AAEC", "dataType": "binary"})
+
+    announcement = alice.messages_with("The room closes at six.")
+    expect(announcement).to_have_count(1, timeout=RECONNECT_TIMEOUT_MS)
+    expect(announcement).to_have_attribute("data-kind", "server")
+    expect(announcement.locator(".sender")).to_have_text("Server")
+    expect(alice.messages_with("Only for you.")).to_have_attribute("data-kind", "server")
+    expect(alice.messages_with("3 bytes of binary data")).to_have_attribute("data-kind", "server")
+    expect(bob.messages_with("The room closes at six.")).to_have_count(1)
+    expect(bob.messages_with("Only for you.")).to_have_count(0)
+
+    users_message = alice.messages_with("a user's message")
+    expect(users_message).to_have_attribute("data-kind", "user")
+    expect(users_message.locator(".sender")).to_have_text(bob.user_id)
+
+    # Each kind has its own look: the server's messages are not styled like a user's.
+    def background(item: Locator) -> str:
+        return str(item.evaluate("element => getComputedStyle(element).backgroundColor"))
+
+    assert background(announcement) != background(users_message)
+    assert alice.problems == []

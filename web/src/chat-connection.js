@@ -141,7 +141,7 @@ export class ChatConnection {
    * @param {() => Promise<{url: string, refreshInMs: number}>} [options.negotiate] fetches a client access URL
    * @param {string} [options.negotiateUrl] where to negotiate, when `negotiate` is not given
    * @param {(status: string) => void} [options.onStatus] connecting | connected | reconnecting | signed out | disconnected
-   * @param {(message: {id?: string, group: string, from?: string, data: unknown}) => void} [options.onMessage]
+   * @param {(message: {id?: string, kind: "user" | "server", group?: string, from?: string, data: unknown, at: Date}) => void} [options.onMessage]
    * @param {(text: string) => void} [options.onNotice] what happened, for the activity log
    * @param {(error: Error) => void} [options.onError]
    * @param {(error: Error) => void} [options.onSignInRequired] negotiate answered 401
@@ -216,6 +216,7 @@ export class ChatConnection {
       }
     });
     client.on("group-message", (event) => this.received(event.message));
+    client.on("server-message", (event) => this.received(event.message));
     client.on("rejoin-group-failed", (event) => {
       this.onError(new Error(`Could not rejoin group ${event.group}: ${event.error?.message ?? "unknown error"}`));
     });
@@ -342,7 +343,17 @@ export class ChatConnection {
       }
       this.remember(id);
     }
-    this.onMessage({ id, group: message.group, from: message.fromUserId, data: message.data });
+    // A server sending through the REST API reaches clients as `server-message` (no group), or as
+    // a group message without a sender: both are the server's own, never a user's.
+    const fromServer = message.kind === "serverData" || typeof message.fromUserId !== "string";
+    this.onMessage({
+      id,
+      kind: fromServer ? "server" : "user",
+      group: message.group,
+      from: fromServer ? undefined : message.fromUserId,
+      data: message.data,
+      at: new Date(),
+    });
   }
 
   remember(id) {

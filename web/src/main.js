@@ -112,14 +112,19 @@ function describe(data) {
   if (typeof data === "string") {
     return data;
   }
+  if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
+    return `(${plural(data.byteLength, "byte", "bytes")} of binary data)`;
+  }
   if (typeof data?.text === "string") {
     return data.text;
   }
   return JSON.stringify(data) ?? String(data);
 }
 
-function addMessage({ id, group, from, data }, state) {
+/** One line of the conversation: a user's message (yours: `state` tracks its delivery) or the server's. */
+function addMessage({ id, kind, group, from, data }, state) {
   const item = document.createElement("li");
+  item.dataset.kind = kind;
   if (id) {
     item.dataset.messageId = id;
   }
@@ -127,10 +132,17 @@ function addMessage({ id, group, from, data }, state) {
     item.dataset.state = state;
   }
   const sender = document.createElement("strong");
-  sender.textContent = from ?? "(server)";
+  sender.className = "sender";
   const where = document.createElement("span");
   where.className = "group";
-  where.textContent = ` in ${group}: `;
+  if (kind === "server") {
+    sender.textContent = "Server";
+    item.title = "Sent by the app's server, not by a user";
+    where.textContent = group === undefined ? " " : ` to ${group}: `;
+  } else {
+    sender.textContent = from;
+    where.textContent = ` in ${group}: `;
+  }
   const text = document.createElement("span");
   text.className = "text";
   text.textContent = describe(data).slice(0, MAX_SHOWN_TEXT);
@@ -171,7 +183,7 @@ const chat = new ChatConnection({
   },
   onMessage(message) {
     addMessage(message);
-    if (message.from !== undefined && message.group === currentGroup) {
+    if (message.kind === "user" && message.group === currentGroup) {
       presence.expect(message.from); // someone the list does not show yet (or no longer shows)
     }
   },
@@ -227,7 +239,7 @@ byTestId("send-form").addEventListener("submit", async (event) => {
   }
   messageInput.value = "";
   const { id, acked } = chat.send(currentGroup, text);
-  const item = addMessage({ id, group: currentGroup, from: "you", data: { text } }, "pending");
+  const item = addMessage({ id, kind: "own", group: currentGroup, from: "you", data: { text } }, "pending");
   try {
     const result = await acked;
     setAck(item, "acked", result.isDuplicated ? "✓ (duplicate)" : `✓ ack ${result.ackId}`);

@@ -139,6 +139,28 @@ test("a message that both connections receive during a refresh is shown once", a
   chat.stop();
 });
 
+test("messages the server sends are told apart from users' messages", async () => {
+  const { chat, seen } = harness();
+  chat.start();
+  await settle();
+  const [client] = FakeClient.instances;
+  client.emit("server-message", { message: { kind: "serverData", dataType: "text", data: "maintenance at six" } });
+  client.emit("group-message", { message: { kind: "groupData", group: "chat", dataType: "text", data: "no sender" } });
+  client.emit("group-message", {
+    message: { kind: "groupData", group: "chat", fromUserId: "bob", dataType: "json", data: { id: "m2", text: "hi" } },
+  });
+  assert.deepEqual(
+    seen.messages.map(({ kind, group, from, data }) => ({ kind, group, from, data })),
+    [
+      { kind: "server", group: undefined, from: undefined, data: "maintenance at six" },
+      { kind: "server", group: "chat", from: undefined, data: "no sender" },
+      { kind: "user", group: "chat", from: "bob", data: { id: "m2", text: "hi" } },
+    ],
+  );
+  assert.ok(seen.messages.every((message) => message.at instanceof Date));
+  chat.stop();
+});
+
 test("own messages are not shown again when the service echoes them", async () => {
   const { chat, seen } = harness();
   chat.start();
