@@ -3,9 +3,19 @@
 import { ChatConnection, randomId } from "./chat-connection.js";
 import { describeNegotiateFailure, NegotiateError } from "./negotiate.js";
 import { describePresenceFailure, fetchPresence, PresenceWatch } from "./presence.js";
+import {
+  describeAck,
+  describeData,
+  describeJoinFailure,
+  describeSendFailure,
+  plural,
+  sendHint,
+  shortTime,
+} from "./wording.js";
 
 const byTestId = (name) => document.querySelector(`[data-testid="${name}"]`);
 const status = byTestId("status");
+const statusDetail = byTestId("status-detail");
 const identity = byTestId("identity");
 const signIn = byTestId("sign-in");
 const errorBox = byTestId("error");
@@ -13,6 +23,7 @@ const groupInput = byTestId("group-input");
 const joinButton = byTestId("join-button");
 const messageInput = byTestId("message-input");
 const sendButton = byTestId("send-button");
+const sendHintText = byTestId("send-hint");
 const messages = byTestId("messages");
 const activity = byTestId("activity");
 const presenceTitle = byTestId("presence-title");
@@ -22,6 +33,7 @@ const presenceList = byTestId("presence-list");
 const MAX_SHOWN_TEXT = 2000;
 const negotiateAuth = document.body.dataset.negotiateAuth;
 let currentGroup;
+let joining = false;
 
 /** NEGOTIATE_AUTH=anonymous (local development only): the page names its user; one id per tab. */
 function localUserId() {
@@ -45,8 +57,6 @@ function negotiateUrl() {
   }
   return url.toString();
 }
-
-const plural = (count, one, many) => `${count} ${count === 1 ? one : many}`;
 
 function showPresence(group, { users, connections, truncated }) {
   presenceTitle.textContent = `Online in ${group}`;
@@ -101,28 +111,43 @@ function log(text) {
   }
 }
 
+/** Show a problem once: the same text again (each retry of a refused negotiate) changes nothing. */
 function showError(error) {
   const text = error instanceof Error ? error.message : String(error);
+  if (!errorBox.hidden && errorBox.textContent === text) {
+    return;
+  }
   errorBox.textContent = text;
   errorBox.hidden = false;
   log(`Error: ${text}`);
 }
 
-function describe(data) {
-  if (typeof data === "string") {
-    return data;
-  }
-  if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
-    return `(${plural(data.byteLength, "byte", "bytes")} of binary data)`;
-  }
-  if (typeof data?.text === "string") {
-    return data.text;
-  }
-  return JSON.stringify(data) ?? String(data);
+function hideError() {
+  errorBox.hidden = true;
+  errorBox.textContent = "";
+}
+
+/** Join and Send are enabled only when they can work; the hint says what to do otherwise. */
+function updateControls() {
+  const connected = chat.status === "connected";
+  joinButton.disabled = !connected || joining;
+  sendButton.disabled = !connected || currentGroup === undefined;
+  const hint = sendHint(chat.status, currentGroup);
+  sendHintText.textContent = hint;
+  sendHintText.hidden = hint === "";
+  messageInput.placeholder = currentGroup === undefined ? "Join a group first" : `Message to ${currentGroup}`;
+}
+
+function timeOf(date) {
+  const time = document.createElement("time");
+  time.dateTime = date.toISOString();
+  time.title = date.toLocaleString();
+  time.textContent = shortTime(date);
+  return time;
 }
 
 /** One line of the conversation: a user's message (yours: `state` tracks its delivery) or the server's. */
-function addMessage({ id, kind, group, from, data }, state) {
+function addMessage({ id, kind, group, from, data, at }, state) {
   const item = document.createElement("li");
   item.dataset.kind = kind;
   if (id) {
@@ -145,8 +170,8 @@ function addMessage({ id, kind, group, from, data }, state) {
   }
   const text = document.createElement("span");
   text.className = "text";
-  text.textContent = describe(data).slice(0, MAX_SHOWN_TEXT);
-  item.append(sender, where, text);
+  text.textContent = describeData(data).slice(0, MAX_SHOWN_TEXT);
+  item.append(timeOf(at), " ", sender, where, text);
   if (state) {
     const ack = document.createElement("span");
     ack.className = "ack";
@@ -163,22 +188,25 @@ function setAck(item, state, text) {
   item.querySelector(".ack").textContent = ` ${text}`;
 }
 
-function errorText(error) {
-  const detail = error?.errorDetail;
-  return detail?.message ?? detail?.name ?? error?.message ?? String(error);
-}
-
 const chat = new ChatConnection({
   negotiateUrl: negotiateUrl(),
-  onStatus(value) {
-    status.textContent = value;
-    status.dataset.state = value.replace(" ", "-");
-    const connected = value === "connected";
-    joinButton.disabled = !connected;
-    sendButton.disabled = !connected || currentGroup === undefined;
-    if (connected) {
-      errorBox.hidden = true;
+  onStatus(value, detail) {
+    if (status.textContent !== value) {
+      status.textContent = value;
+      status.dataset.state = value.replace(" ", "-");
+    }
+    if (detail !== statusDetail.textContent) {
+      statusDetail.textContent = detail;
+      statusDetail.hidden = detail === "";
+      if (detail) {
+        log(detail);
+      }
+    }
+    updateControls();
+    if (value === "connected") {
+      hideError();
       signIn.hidden = true;
+      void presence.refresh(); // back after an outage: who is here now
     }
   },
   onMessage(message) {
@@ -199,12 +227,19 @@ const chat = new ChatConnection({
   },
   onSignInRequired(error) {
     if (negotiateAuth === "appservice") {
-      const link = signIn.querySelector("a");
-      link.href = `/.auth/login/aad?post_login_redirect_uri=${location.pathname}`;
-      signIn.hidden = false;
-      log("Sign in to chat.");
+      if (signIn.hidden) {
+        const link = signIn.querySelector("a");
+        link.href = `/.auth/login/aad?post_login_redirect_uri=${location.pathname}`;
+        signIn.hidden = false;
+        log("Sign in to chat.");
+      }
     } else {
-      showError(new Error(`${describeNegotiateFailure(error)} This page cannot sign in by itself; see docs/clients.md.`));
+      showError(
+        new Error(
+          `${describeNegotiateFailure(error)} This page cannot sign in by itself: the app expects a caller ` +
+            `it can identify (NEGOTIATE_AUTH=${negotiateAuth}). Use a client that signs you in; see docs/clients.md.`,
+        ),
+      );
     }
   },
 });
@@ -215,19 +250,20 @@ byTestId("join-form").addEventListener("submit", async (event) => {
   if (!group) {
     return;
   }
-  joinButton.disabled = true;
+  joining = true;
+  updateControls();
   try {
     await chat.join(group);
     currentGroup = group;
+    hideError();
     presence.watch(group);
     presence.expect(chat.userId);
-    sendButton.disabled = chat.status !== "connected";
-    messageInput.placeholder = `Message to ${group}`;
     log(`Joined group ${group}.`);
   } catch (error) {
-    showError(new Error(`Could not join ${group}: ${errorText(error)}`));
+    showError(new Error(describeJoinFailure(group, error, chat.joinable)));
   } finally {
-    joinButton.disabled = chat.status !== "connected";
+    joining = false;
+    updateControls();
   }
 });
 
@@ -239,13 +275,13 @@ byTestId("send-form").addEventListener("submit", async (event) => {
   }
   messageInput.value = "";
   const { id, acked } = chat.send(currentGroup, text);
-  const item = addMessage({ id, kind: "own", group: currentGroup, from: "you", data: { text } }, "pending");
+  const group = currentGroup;
+  const item = addMessage({ id, kind: "own", group, from: "you", data: { text }, at: new Date() }, "pending");
   try {
-    const result = await acked;
-    setAck(item, "acked", result.isDuplicated ? "✓ (duplicate)" : `✓ ack ${result.ackId}`);
+    setAck(item, "acked", describeAck(await acked));
   } catch (error) {
-    setAck(item, "failed", `✗ ${errorText(error)}`);
-    showError(new Error(`Sending failed: ${errorText(error)}`));
+    setAck(item, "failed", "✗ not delivered");
+    showError(new Error(describeSendFailure(group, error)));
   }
 });
 
@@ -263,4 +299,5 @@ addEventListener("pageshow", (event) => {
   }
 });
 
+updateControls();
 chat.start();
