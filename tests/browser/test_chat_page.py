@@ -1,10 +1,13 @@
 """The chat page in a real browser against the local stack: chat, recovery, reconnection, refresh.
 
-Each test is one thing a user would notice if it broke: two people chatting; a dropped
-connection coming back without losing messages; a connection the service refuses to take back
-(1008) replaced by a fresh negotiate with the group rejoined; a refused connect (401) retried with
-a new URL; a lost network coming back; a token renewed before it expires without any visible
-change; negotiate failures told in words; and the sign-in link behind App Service Authentication.
+Each test is one thing a user would notice if it broke: two people chatting, each message with its
+time and "delivered"; why Send is off before a group is joined; a group outside the policy refused
+at once, naming the allowed ones; a dropped connection coming back without losing messages; a
+connection the service refuses to take back (1008) replaced by a fresh negotiate with the group
+rejoined; a refused connect (401) retried with a new URL; a lost network coming back; a token
+renewed before it expires without any visible change; negotiate failures told in words, once;
+outages of the app and of the service told apart; and the sign-in link behind App Service
+Authentication.
 """
 
 from __future__ import annotations
@@ -283,6 +286,8 @@ def test_without_a_signed_in_user_the_page_offers_sign_in(app_settings: AppSetti
     link = alice.page.get_by_test_id("sign-in").get_by_role("link")
     expect(link).to_have_attribute("href", "/.auth/login/aad?post_login_redirect_uri=/api/client")
     assert "userId=" not in alice.negotiations[0]  # only anonymous (local) negotiate takes a user id
+    wait_for(lambda: len(alice.negotiations) >= 3, alice.page, "the page negotiated three times")
+    expect(alice.page.get_by_test_id("activity").locator("li", has_text="Sign in to chat.")).to_have_count(1)
 
 
 class UnavailableAtFirst:

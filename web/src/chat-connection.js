@@ -157,7 +157,8 @@ export class ChatConnection {
    * @param {string} [options.negotiateUrl] where to negotiate, when `negotiate` is not given
    * @param {(status: string, detail: string) => void} [options.onStatus] connecting | connected |
    *   reconnecting | signed out | disconnected, and while not connected, what is wrong ("" when not known)
-   * @param {(message: {id?: string, kind: "user" | "server", group?: string, from?: string, data: unknown, at: Date}) => void} [options.onMessage]
+   * @param {(message: {id?: string, kind: "user" | "server", group?: string, from?: string, data: unknown,
+   *   at: Date}) => void} [options.onMessage] `at` is when it arrived
    * @param {(text: string) => void} [options.onNotice] what happened, for the activity log
    * @param {(error: Error) => void} [options.onError]
    * @param {(error: Error) => void} [options.onSignInRequired] negotiate answered 401
@@ -292,10 +293,8 @@ export class ChatConnection {
       this.setStatus("reconnecting", serviceLost(`close code ${code}`));
       this.onNotice(`Connection lost (close code ${code}); reconnecting.`);
     } else if (this.status !== "signed out") {
-      this.setStatus(
-        this.status,
-        `The Web PubSub service cannot be reached or refused the connection (close code ${code}); retrying automatically.`,
-      );
+      const detail = `The Web PubSub service cannot be reached or refused the connection (close code ${code});`;
+      this.setStatus(this.status, `${detail} retrying automatically.`);
     }
   }
 

@@ -204,6 +204,7 @@ const chat = new ChatConnection({
     }
     updateControls();
     if (value === "connected") {
+      identity.textContent = `You are ${chat.userId}.`;
       hideError();
       signIn.hidden = true;
       void presence.refresh(); // back after an outage: who is here now
@@ -216,10 +217,6 @@ const chat = new ChatConnection({
     }
   },
   onNotice(text) {
-    const match = /^Connected as (.+) \(connection/.exec(text);
-    if (match) {
-      identity.textContent = `You are ${match[1]}.`;
-    }
     log(text);
   },
   onError(error) {

@@ -41,8 +41,9 @@ export function describeNegotiateFailure(error) {
 
 /** The groups a client access URL's token lets its connection join, or null when that is not known.
  *
- * Web PubSub access tokens are JWTs whose `role` claim lists `webpubsub.joinLeaveGroup.<group>`
- * per group (the app puts exactly the policy's groups there). The page reads its own token only to
+ * Web PubSub access tokens are JWTs whose `role` claims are the connection's initial permissions
+ * (learn.microsoft.com/azure/azure-web-pubsub/concept-client-protocols, "Supported claims"), here
+ * `webpubsub.joinLeaveGroup.<group>` per group of the app's policy. The page reads its own token only to
  * tell the user at once, without a round trip, which groups it may join; the service enforces.
  * null (ask the service) when the token is unreadable, lets it join any group, or names no group
  * (the app's connect handler may still grant roles).
@@ -72,8 +73,9 @@ export function joinableGroups(url) {
 /** Ask the app for a client access URL.
  *
  * Resolves to `{ url, expiresOn, refreshInMs, joinable }`: connect to `url`, and negotiate again
- * within `refreshInMs` (before `expiresOn`, a Date); `joinable` is joinableGroups(url). Cookies go along (same origin), which is how App
- * Service Authentication identifies a signed-in user; the response is never cached.
+ * within `refreshInMs` (before `expiresOn`, a Date); `joinable` is joinableGroups(url). Cookies go
+ * along (same origin), which is how App Service Authentication identifies a signed-in user; the
+ * response is never cached.
  */
 export async function negotiate(endpoint, { fetchImpl = globalThis.fetch.bind(globalThis) } = {}) {
   let response;

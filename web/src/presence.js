@@ -164,7 +164,8 @@ export class PresenceWatch {
     return this.snapshot?.users.some((user) => user.userId === userId) ?? false;
   }
 
-  /** `userId` should be in the list (it joined, or just spoke): ask now unless the list shows it. */
+  /** `userId` should be in the list (it joined, or just spoke): unless the list shows it, ask as
+   * soon as the app's cache can have a newer answer. */
   expect(userId) {
     if (this.group === undefined || this.failed || this.shows(userId)) {
       return;

@@ -4,11 +4,15 @@ import { SendMessageError } from "@azure/web-pubsub-client";
 import { GroupNotPermitted } from "../src/chat-connection.js";
 import { describeAck, describeData, describeJoinFailure, describeSendFailure, sendHint } from "../src/wording.js";
 
-const refused = (name, message) => new SendMessageError("Failed to send message.", { ackId: 1, errorDetail: { name, message } });
+const refused = (name, message) =>
+  new SendMessageError("Failed to send message.", { ackId: 1, errorDetail: { name, message } });
 
 test("a join refused by the page itself names the allowed groups", () => {
   const error = new GroupNotPermitted("secret", ["chat", "lobby"]);
-  assert.equal(describeJoinFailure("secret", error, ["chat", "lobby"]), "You may not join secret. Groups you may join: chat, lobby.");
+  assert.equal(
+    describeJoinFailure("secret", error, ["chat", "lobby"]),
+    "You may not join secret. Groups you may join: chat, lobby.",
+  );
 });
 
 test("a join the service refused says so, with the groups the token allows when known", () => {
@@ -22,7 +26,10 @@ test("a join the service refused says so, with the groups the token allows when 
     describeJoinFailure("x", error, null),
     "You may not join x: the service refused (The client does not have permission to join group 'x'.).",
   );
-  assert.equal(describeJoinFailure("x", new Error("The connection is not connected"), null), "Could not join x (The connection is not connected).");
+  assert.equal(
+    describeJoinFailure("x", new Error("The connection is not connected"), null),
+    "Could not join x (The connection is not connected).",
+  );
 });
 
 test("sending failures say the message was not delivered", () => {
@@ -45,7 +52,10 @@ test("the hint says why Send is off and what to do", () => {
   assert.equal(sendHint("connecting", undefined), "Connecting… You can join a group and send once connected.");
   assert.equal(sendHint("connected", undefined), "Join a group above to send messages to it.");
   assert.equal(sendHint("connected", "chat"), "");
-  assert.equal(sendHint("reconnecting", "chat"), "Sending is paused until the connection is back; the page reconnects by itself.");
+  assert.equal(
+    sendHint("reconnecting", "chat"),
+    "Sending is paused until the connection is back; the page reconnects by itself.",
+  );
   assert.equal(sendHint("signed out", undefined), "Sign in to send messages.");
 });
 
