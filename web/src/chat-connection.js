@@ -15,7 +15,7 @@
 //    id so the copies both connections receive during the overlap are shown once.
 
 import { WebPubSubClient } from "@azure/web-pubsub-client";
-import { negotiate as negotiateOnce } from "./negotiate.js";
+import { describeNegotiateFailure, negotiate as negotiateOnce } from "./negotiate.js";
 import { backoffDelay } from "./timing.js";
 
 const SEEN_MESSAGE_LIMIT = 1000;
@@ -79,6 +79,19 @@ class ObservedWebPubSubClient extends WebPubSubClient {
   }
 }
 
+/** The page refused a join by itself: the token says the group is not one of the user's. */
+export class GroupNotPermitted extends Error {
+  constructor(group, permitted) {
+    super(`You may not join ${group}. Groups you may join: ${permitted.join(", ")}.`);
+    this.name = "GroupNotPermitted";
+    this.group = group;
+    this.permitted = permitted;
+  }
+}
+
+const serviceLost = (reason) =>
+  `Lost the connection to the Web PubSub service${reason ? ` (${reason})` : ""}; reconnecting automatically.`;
+
 export function randomId() {
   const bytes = crypto.getRandomValues(new Uint8Array(12));
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
@@ -94,6 +107,7 @@ class Link {
     this.refreshTimer = undefined;
     this.disposed = false;
     this.joined = new Set();
+    this.joinable = null; // the groups its token lets it join (null: not known)
     this.client = chat.createClient({ getClientAccessUrl: () => this.clientAccessUrl() }, clientOptions(), {
       closed: (code) => chat.socketClosed(this, code),
       recovered: () => chat.recovered(this),
@@ -114,6 +128,7 @@ class Link {
     this.retryAfterMs = 0;
     try {
       const access = await this.chat.negotiate();
+      this.joinable = access.joinable ?? null;
       this.chat.scheduleRefresh(this, access.refreshInMs);
       return access.url;
     } catch (error) {
@@ -140,8 +155,10 @@ export class ChatConnection {
    * @param {object} options
    * @param {() => Promise<{url: string, refreshInMs: number}>} [options.negotiate] fetches a client access URL
    * @param {string} [options.negotiateUrl] where to negotiate, when `negotiate` is not given
-   * @param {(status: string) => void} [options.onStatus] connecting | connected | reconnecting | signed out | disconnected
-   * @param {(message: {id?: string, group: string, from?: string, data: unknown}) => void} [options.onMessage]
+   * @param {(status: string, detail: string) => void} [options.onStatus] connecting | connected |
+   *   reconnecting | signed out | disconnected, and while not connected, what is wrong ("" when not known)
+   * @param {(message: {id?: string, kind: "user" | "server", group?: string, from?: string, data: unknown,
+   *   at: Date}) => void} [options.onMessage] `at` is when it arrived
    * @param {(text: string) => void} [options.onNotice] what happened, for the activity log
    * @param {(error: Error) => void} [options.onError]
    * @param {(error: Error) => void} [options.onSignInRequired] negotiate answered 401
@@ -159,6 +176,8 @@ export class ChatConnection {
     this.groups = new Set();
     this.seen = new Set();
     this.status = "";
+    this.detail = "";
+    this.userId = undefined; // as the service knows this user, from the first connection on
     this.link = undefined;
     this.refreshing = false;
     this.stopped = false;
@@ -177,9 +196,18 @@ export class ChatConnection {
     this.link?.dispose();
   }
 
+  /** The groups this user may join, as its token says; null when not known (the service decides). */
+  get joinable() {
+    return this.link?.joinable ?? null;
+  }
+
+  /** Join a group; rejects at once with GroupNotPermitted when the token does not allow it. */
   async join(group) {
-    this.groups.add(group);
     const link = this.link;
+    if (link.joinable !== null && !link.joinable.includes(group)) {
+      throw new GroupNotPermitted(group, link.joinable);
+    }
+    this.groups.add(group);
     try {
       await link.client.joinGroup(group);
       link.joined.add(group);
@@ -203,18 +231,21 @@ export class ChatConnection {
     client.on("connected", (event) => this.connected(link, event));
     client.on("disconnected", (event) => {
       if (link === this.link && !link.disposed) {
-        this.setStatus("reconnecting");
         const reason = event.message?.message;
+        if (this.status !== "reconnecting") {
+          this.setStatus("reconnecting", serviceLost(reason));
+        }
         this.onNotice(`Connection lost${reason ? ` (${reason})` : ""}; reconnecting.`);
       }
     });
     client.on("stopped", () => {
       if (link === this.link && !link.disposed && !this.stopped) {
-        this.setStatus("disconnected");
+        this.setStatus("disconnected", this.detail);
         void this.keepStarting(link);
       }
     });
     client.on("group-message", (event) => this.received(event.message));
+    client.on("server-message", (event) => this.received(event.message));
     client.on("rejoin-group-failed", (event) => {
       this.onError(new Error(`Could not rejoin group ${event.group}: ${event.error?.message ?? "unknown error"}`));
     });
@@ -246,16 +277,24 @@ export class ChatConnection {
       return;
     }
     if (link === this.link) {
+      this.userId = userId;
       this.setStatus("connected");
       this.onNotice(`Connected as ${userId} (connection ${connectionId}).`);
     }
   }
 
-  /** The socket closed: tell the user at once, while the client recovers or reconnects. */
+  /** A socket closed: tell the user at once, while the client recovers or reconnects, and say
+   * that it is the service that is gone or refusing (negotiate, the app's part, went through). */
   socketClosed(link, code) {
-    if (link === this.link && !link.disposed && !this.stopped && this.status === "connected") {
-      this.setStatus("reconnecting");
+    if (link !== this.link || link.disposed || this.stopped) {
+      return;
+    }
+    if (this.status === "connected") {
+      this.setStatus("reconnecting", serviceLost(`close code ${code}`));
       this.onNotice(`Connection lost (close code ${code}); reconnecting.`);
+    } else if (this.status !== "signed out") {
+      const detail = `The Web PubSub service cannot be reached or refused the connection (close code ${code});`;
+      this.setStatus(this.status, `${detail} retrying automatically.`);
     }
   }
 
@@ -278,7 +317,11 @@ export class ChatConnection {
       this.onSignInRequired(error);
       return;
     }
-    this.onError(error);
+    if (link === this.link && this.status !== "connected") {
+      this.setStatus(this.status, describeNegotiateFailure(error)); // the app's side is what failed
+      return;
+    }
+    this.onError(error); // a renewal failed; the current connection stays
   }
 
   scheduleRefresh(link, delayMs) {
@@ -340,7 +383,17 @@ export class ChatConnection {
       }
       this.remember(id);
     }
-    this.onMessage({ id, group: message.group, from: message.fromUserId, data: message.data });
+    // A server sending through the REST API reaches clients as `server-message` (no group), or as
+    // a group message without a sender: both are the server's own, never a user's.
+    const fromServer = message.kind === "serverData" || typeof message.fromUserId !== "string";
+    this.onMessage({
+      id,
+      kind: fromServer ? "server" : "user",
+      group: message.group,
+      from: fromServer ? undefined : message.fromUserId,
+      data: message.data,
+      at: new Date(),
+    });
   }
 
   remember(id) {
@@ -350,10 +403,12 @@ export class ChatConnection {
     }
   }
 
-  setStatus(status) {
-    if (status !== this.status) {
+  setStatus(status, detail = "") {
+    const shown = status === "connected" ? "" : detail;
+    if (status !== this.status || shown !== this.detail) {
       this.status = status;
-      this.onStatus(status);
+      this.detail = shown;
+      this.onStatus(status, shown);
     }
   }
 }

@@ -2,9 +2,20 @@
 
 import { ChatConnection, randomId } from "./chat-connection.js";
 import { describeNegotiateFailure, NegotiateError } from "./negotiate.js";
+import { describePresenceFailure, fetchPresence, PresenceWatch } from "./presence.js";
+import {
+  describeAck,
+  describeData,
+  describeJoinFailure,
+  describeSendFailure,
+  plural,
+  sendHint,
+  shortTime,
+} from "./wording.js";
 
 const byTestId = (name) => document.querySelector(`[data-testid="${name}"]`);
 const status = byTestId("status");
+const statusDetail = byTestId("status-detail");
 const identity = byTestId("identity");
 const signIn = byTestId("sign-in");
 const errorBox = byTestId("error");
@@ -12,12 +23,17 @@ const groupInput = byTestId("group-input");
 const joinButton = byTestId("join-button");
 const messageInput = byTestId("message-input");
 const sendButton = byTestId("send-button");
+const sendHintText = byTestId("send-hint");
 const messages = byTestId("messages");
 const activity = byTestId("activity");
+const presenceTitle = byTestId("presence-title");
+const presenceSummary = byTestId("presence-summary");
+const presenceList = byTestId("presence-list");
 
 const MAX_SHOWN_TEXT = 2000;
 const negotiateAuth = document.body.dataset.negotiateAuth;
 let currentGroup;
+let joining = false;
 
 /** NEGOTIATE_AUTH=anonymous (local development only): the page names its user; one id per tab. */
 function localUserId() {
@@ -42,6 +58,50 @@ function negotiateUrl() {
   return url.toString();
 }
 
+function showPresence(group, { users, connections, truncated }) {
+  presenceTitle.textContent = `Online in ${group}`;
+  presenceSummary.className = "";
+  presenceSummary.textContent =
+    `${plural(users.length, "person", "people")}, ${plural(connections, "connection", "connections")}` +
+    (truncated ? " (the group is too large to list everyone)" : "");
+  const items = users.map(({ userId, connections: count }) => {
+    const item = document.createElement("li");
+    item.dataset.userId = userId;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = userId;
+    if (userId === chat.userId) {
+      const you = document.createElement("span");
+      you.className = "you";
+      you.textContent = " (you)";
+      name.append(you);
+    }
+    const where = document.createElement("span");
+    where.className = "connections";
+    where.textContent = ` ${plural(count, "connection", "connections")}`;
+    item.append(name, where);
+    return item;
+  });
+  presenceList.replaceChildren(...items);
+}
+
+function showPresenceFailure(group, error) {
+  presenceTitle.textContent = `Online in ${group}`;
+  presenceSummary.className = "error";
+  presenceSummary.textContent = describePresenceFailure(error, group);
+  if (error.permanent) {
+    presenceList.replaceChildren();
+  }
+}
+
+const presence = new PresenceWatch({
+  load: (group) =>
+    fetchPresence(location.href, group, { userId: negotiateAuth === "anonymous" ? localUserId() : undefined }),
+  onUpdate: showPresence,
+  onError: showPresenceFailure,
+  isHidden: () => document.hidden,
+});
+
 function log(text) {
   const item = document.createElement("li");
   item.textContent = `${new Date().toLocaleTimeString()} ${text}`;
@@ -51,25 +111,45 @@ function log(text) {
   }
 }
 
+/** Show a problem once: the same text again (each retry of a refused negotiate) changes nothing. */
 function showError(error) {
   const text = error instanceof Error ? error.message : String(error);
+  if (!errorBox.hidden && errorBox.textContent === text) {
+    return;
+  }
   errorBox.textContent = text;
   errorBox.hidden = false;
   log(`Error: ${text}`);
 }
 
-function describe(data) {
-  if (typeof data === "string") {
-    return data;
-  }
-  if (typeof data?.text === "string") {
-    return data.text;
-  }
-  return JSON.stringify(data) ?? String(data);
+function hideError() {
+  errorBox.hidden = true;
+  errorBox.textContent = "";
 }
 
-function addMessage({ id, group, from, data }, state) {
+/** Join and Send are enabled only when they can work; the hint says what to do otherwise. */
+function updateControls() {
+  const connected = chat.status === "connected";
+  joinButton.disabled = !connected || joining;
+  sendButton.disabled = !connected || currentGroup === undefined;
+  const hint = sendHint(chat.status, currentGroup);
+  sendHintText.textContent = hint;
+  sendHintText.hidden = hint === "";
+  messageInput.placeholder = currentGroup === undefined ? "Join a group first" : `Message to ${currentGroup}`;
+}
+
+function timeOf(date) {
+  const time = document.createElement("time");
+  time.dateTime = date.toISOString();
+  time.title = date.toLocaleString();
+  time.textContent = shortTime(date);
+  return time;
+}
+
+/** One line of the conversation: a user's message (yours: `state` tracks its delivery) or the server's. */
+function addMessage({ id, kind, group, from, data, at }, state) {
   const item = document.createElement("li");
+  item.dataset.kind = kind;
   if (id) {
     item.dataset.messageId = id;
   }
@@ -77,14 +157,21 @@ function addMessage({ id, group, from, data }, state) {
     item.dataset.state = state;
   }
   const sender = document.createElement("strong");
-  sender.textContent = from ?? "(server)";
+  sender.className = "sender";
   const where = document.createElement("span");
   where.className = "group";
-  where.textContent = ` in ${group}: `;
+  if (kind === "server") {
+    sender.textContent = "Server";
+    item.title = "Sent by the app's server, not by a user";
+    where.textContent = group === undefined ? " " : ` to ${group}: `;
+  } else {
+    sender.textContent = from;
+    where.textContent = ` in ${group}: `;
+  }
   const text = document.createElement("span");
   text.className = "text";
-  text.textContent = describe(data).slice(0, MAX_SHOWN_TEXT);
-  item.append(sender, where, text);
+  text.textContent = describeData(data).slice(0, MAX_SHOWN_TEXT);
+  item.append(timeOf(at), " ", sender, where, text);
   if (state) {
     const ack = document.createElement("span");
     ack.className = "ack";
@@ -101,32 +188,35 @@ function setAck(item, state, text) {
   item.querySelector(".ack").textContent = ` ${text}`;
 }
 
-function errorText(error) {
-  const detail = error?.errorDetail;
-  return detail?.message ?? detail?.name ?? error?.message ?? String(error);
-}
-
 const chat = new ChatConnection({
   negotiateUrl: negotiateUrl(),
-  onStatus(value) {
-    status.textContent = value;
-    status.dataset.state = value.replace(" ", "-");
-    const connected = value === "connected";
-    joinButton.disabled = !connected;
-    sendButton.disabled = !connected || currentGroup === undefined;
-    if (connected) {
-      errorBox.hidden = true;
+  onStatus(value, detail) {
+    if (status.textContent !== value) {
+      status.textContent = value;
+      status.dataset.state = value.replace(" ", "-");
+    }
+    if (detail !== statusDetail.textContent) {
+      statusDetail.textContent = detail;
+      statusDetail.hidden = detail === "";
+      if (detail) {
+        log(detail);
+      }
+    }
+    updateControls();
+    if (value === "connected") {
+      identity.textContent = `You are ${chat.userId}.`;
+      hideError();
       signIn.hidden = true;
+      void presence.refresh(); // back after an outage: who is here now
     }
   },
   onMessage(message) {
     addMessage(message);
+    if (message.kind === "user" && message.group === currentGroup) {
+      presence.expect(message.from); // someone the list does not show yet (or no longer shows)
+    }
   },
   onNotice(text) {
-    const match = /^Connected as (.+) \(connection/.exec(text);
-    if (match) {
-      identity.textContent = `You are ${match[1]}.`;
-    }
     log(text);
   },
   onError(error) {
@@ -134,12 +224,19 @@ const chat = new ChatConnection({
   },
   onSignInRequired(error) {
     if (negotiateAuth === "appservice") {
-      const link = signIn.querySelector("a");
-      link.href = `/.auth/login/aad?post_login_redirect_uri=${location.pathname}`;
-      signIn.hidden = false;
-      log("Sign in to chat.");
+      if (signIn.hidden) {
+        const link = signIn.querySelector("a");
+        link.href = `/.auth/login/aad?post_login_redirect_uri=${location.pathname}`;
+        signIn.hidden = false;
+        log("Sign in to chat.");
+      }
     } else {
-      showError(new Error(`${describeNegotiateFailure(error)} This page cannot sign in by itself; see docs/clients.md.`));
+      showError(
+        new Error(
+          `${describeNegotiateFailure(error)} This page cannot sign in by itself: the app expects a caller ` +
+            `it can identify (NEGOTIATE_AUTH=${negotiateAuth}). Use a client that signs you in; see docs/clients.md.`,
+        ),
+      );
     }
   },
 });
@@ -150,17 +247,20 @@ byTestId("join-form").addEventListener("submit", async (event) => {
   if (!group) {
     return;
   }
-  joinButton.disabled = true;
+  joining = true;
+  updateControls();
   try {
     await chat.join(group);
     currentGroup = group;
-    sendButton.disabled = chat.status !== "connected";
-    messageInput.placeholder = `Message to ${group}`;
+    hideError();
+    presence.watch(group);
+    presence.expect(chat.userId);
     log(`Joined group ${group}.`);
   } catch (error) {
-    showError(new Error(`Could not join ${group}: ${errorText(error)}`));
+    showError(new Error(describeJoinFailure(group, error, chat.joinable)));
   } finally {
-    joinButton.disabled = chat.status !== "connected";
+    joining = false;
+    updateControls();
   }
 });
 
@@ -172,13 +272,19 @@ byTestId("send-form").addEventListener("submit", async (event) => {
   }
   messageInput.value = "";
   const { id, acked } = chat.send(currentGroup, text);
-  const item = addMessage({ id, group: currentGroup, from: "you", data: { text } }, "pending");
+  const group = currentGroup;
+  const item = addMessage({ id, kind: "own", group, from: "you", data: { text }, at: new Date() }, "pending");
   try {
-    const result = await acked;
-    setAck(item, "acked", result.isDuplicated ? "✓ (duplicate)" : `✓ ack ${result.ackId}`);
+    setAck(item, "acked", describeAck(await acked));
   } catch (error) {
-    setAck(item, "failed", `✗ ${errorText(error)}`);
-    showError(new Error(`Sending failed: ${errorText(error)}`));
+    setAck(item, "failed", "✗ not delivered");
+    showError(new Error(describeSendFailure(group, error)));
+  }
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) {
+    void presence.refresh();
   }
 });
 
@@ -190,4 +296,5 @@ addEventListener("pageshow", (event) => {
   }
 });
 
+updateControls();
 chat.start();

@@ -31,7 +31,7 @@ export function describeNegotiateFailure(error) {
     return `You are not allowed to chat here (HTTP 403): ${reason} Retrying, in case access is granted.`;
   }
   if (error.status === 503) {
-    return `The chat service is unavailable for now (HTTP 503): ${reason} Retrying automatically.`;
+    return `The app cannot connect you for now (HTTP 503): ${reason} Retrying automatically.`;
   }
   if (error.status >= 500) {
     return `The app failed to connect you (HTTP ${error.status}): ${reason} Retrying automatically.`;
@@ -39,11 +39,43 @@ export function describeNegotiateFailure(error) {
   return `The app refused to connect you (HTTP ${error.status}): ${reason}`;
 }
 
+/** The groups a client access URL's token lets its connection join, or null when that is not known.
+ *
+ * Web PubSub access tokens are JWTs whose `role` claims are the connection's initial permissions
+ * (learn.microsoft.com/azure/azure-web-pubsub/concept-client-protocols, "Supported claims"), here
+ * `webpubsub.joinLeaveGroup.<group>` per group of the app's policy. The page reads its own token only to
+ * tell the user at once, without a round trip, which groups it may join; the service enforces.
+ * null (ask the service) when the token is unreadable, lets it join any group, or names no group
+ * (the app's connect handler may still grant roles).
+ */
+export function joinableGroups(url) {
+  let payload;
+  try {
+    const token = new URL(url).searchParams.get("access_token") ?? "";
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")), (c) =>
+      c.charCodeAt(0),
+    );
+    payload = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+  const claim = payload?.role ?? payload?.["http://schemas.microsoft.com/ws/2008/06/identity/claims/role"];
+  const roles = [claim].flat().filter((role) => typeof role === "string");
+  if (roles.includes("webpubsub.joinLeaveGroup")) {
+    return null;
+  }
+  const prefix = "webpubsub.joinLeaveGroup.";
+  const groups = roles.filter((role) => role.startsWith(prefix) && role.length > prefix.length);
+  return groups.length === 0 ? null : [...new Set(groups.map((role) => role.slice(prefix.length)))];
+}
+
 /** Ask the app for a client access URL.
  *
- * Resolves to `{ url, expiresOn, refreshInMs }`: connect to `url`, and negotiate again within
- * `refreshInMs` (before `expiresOn`, a Date). Cookies go along (same origin), which is how App
- * Service Authentication identifies a signed-in user; the response is never cached.
+ * Resolves to `{ url, expiresOn, refreshInMs, joinable }`: connect to `url`, and negotiate again
+ * within `refreshInMs` (before `expiresOn`, a Date); `joinable` is joinableGroups(url). Cookies go
+ * along (same origin), which is how App Service Authentication identifies a signed-in user; the
+ * response is never cached.
  */
 export async function negotiate(endpoint, { fetchImpl = globalThis.fetch.bind(globalThis) } = {}) {
   let response;
@@ -73,5 +105,10 @@ export async function negotiate(endpoint, { fetchImpl = globalThis.fetch.bind(gl
   }
   const serverDate = Date.parse(response.headers.get("Date") ?? "");
   const serverNow = Number.isNaN(serverDate) ? Date.now() : serverDate;
-  return { url: body.url, expiresOn: new Date(expiresOn), refreshInMs: refreshDelay(expiresOn, serverNow) };
+  return {
+    url: body.url,
+    expiresOn: new Date(expiresOn),
+    refreshInMs: refreshDelay(expiresOn, serverNow),
+    joinable: joinableGroups(body.url),
+  };
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ChatConnection } from "../src/chat-connection.js";
+import { ChatConnection, GroupNotPermitted } from "../src/chat-connection.js";
 import { NegotiateError } from "../src/negotiate.js";
 
 /** Stands in for WebPubSubClient: connects to whatever URL getClientAccessUrl gives it. */
@@ -54,7 +54,7 @@ class FakeClient {
 
 function harness({ negotiate } = {}) {
   FakeClient.instances = [];
-  const seen = { statuses: [], messages: [], errors: [], signIns: 0, negotiations: 0 };
+  const seen = { statuses: [], details: [], messages: [], errors: [], signIns: 0, negotiations: 0 };
   const chat = new ChatConnection({
     negotiate:
       negotiate ??
@@ -63,7 +63,12 @@ function harness({ negotiate } = {}) {
         return { url: `wss://service/${seen.negotiations}`, refreshInMs: 3_600_000 };
       }),
     createClient: (credential, options, observer) => new FakeClient(credential, options, observer),
-    onStatus: (status) => seen.statuses.push(status),
+    onStatus: (status, detail) => {
+      if (seen.statuses.at(-1) !== status) {
+        seen.statuses.push(status);
+      }
+      seen.details.push(detail);
+    },
     onMessage: (message) => seen.messages.push(message),
     onError: (error) => seen.errors.push(error),
     onSignInRequired: () => {
@@ -136,6 +141,28 @@ test("a message that both connections receive during a refresh is shown once", a
     seen.messages.map((message) => message.data),
     [{ id: "m1", text: "hi" }, "plain text has no id"],
   );
+  chat.stop();
+});
+
+test("messages the server sends are told apart from users' messages", async () => {
+  const { chat, seen } = harness();
+  chat.start();
+  await settle();
+  const [client] = FakeClient.instances;
+  client.emit("server-message", { message: { kind: "serverData", dataType: "text", data: "maintenance at six" } });
+  client.emit("group-message", { message: { kind: "groupData", group: "chat", dataType: "text", data: "no sender" } });
+  client.emit("group-message", {
+    message: { kind: "groupData", group: "chat", fromUserId: "bob", dataType: "json", data: { id: "m2", text: "hi" } },
+  });
+  assert.deepEqual(
+    seen.messages.map(({ kind, group, from, data }) => ({ kind, group, from, data })),
+    [
+      { kind: "server", group: undefined, from: undefined, data: "maintenance at six" },
+      { kind: "server", group: "chat", from: undefined, data: "no sender" },
+      { kind: "user", group: "chat", from: "bob", data: { id: "m2", text: "hi" } },
+    ],
+  );
+  assert.ok(seen.messages.every((message) => message.at instanceof Date));
   chat.stop();
 });
 
@@ -216,8 +243,62 @@ test("failed negotiations back off exponentially with jitter, and at least Retry
   assert.equal(await attemptsAfter(1), 3);
   assert.equal(await attemptsAfter(8998), 3);
   assert.equal(await attemptsAfter(2), 4);
-  assert.equal(seen.errors.length, 4);
+  // Told next to the status, once per different reason: the app is what failed, and it retries.
+  assert.deepEqual(seen.details, [
+    "",
+    "Cannot reach the app: The app could not be reached. Check the network; retrying.",
+    "The app cannot connect you for now (HTTP 503): Key Vault is unavailable. Retrying automatically.",
+    "Cannot reach the app: The app could not be reached. Check the network; retrying.",
+  ]);
+  assert.deepEqual(seen.errors, []);
   assert.deepEqual(seen.statuses, ["connecting"]);
   chat.stop();
   t.mock.timers.tick(60_000);
+});
+
+test("a group the token does not allow is refused at once, naming the groups it allows", async () => {
+  const { chat } = harness({
+    negotiate: async () => ({ url: "wss://service/1", refreshInMs: 3_600_000, joinable: ["lobby", "chat"] }),
+  });
+  chat.start();
+  await settle();
+  assert.deepEqual(chat.joinable, ["lobby", "chat"]);
+  await assert.rejects(chat.join("secret"), (error) => {
+    assert.ok(error instanceof GroupNotPermitted);
+    assert.equal(error.message, "You may not join secret. Groups you may join: lobby, chat.");
+    return true;
+  });
+  assert.deepEqual(FakeClient.instances[0].joined, []); // the service was not asked
+  await chat.join("chat");
+  assert.deepEqual(FakeClient.instances[0].joined, ["chat"]);
+  chat.stop();
+});
+
+test("when the token does not say, the service decides", async () => {
+  const { chat } = harness(); // negotiate gives no `joinable`
+  chat.start();
+  await settle();
+  assert.equal(chat.joinable, null);
+  await chat.join("anything");
+  assert.deepEqual(FakeClient.instances[0].joined, ["anything"]);
+  chat.stop();
+});
+
+test("an outage of the service is told as the service's, with the retry", async () => {
+  const { chat, seen } = harness();
+  chat.start();
+  await settle();
+  const [client] = FakeClient.instances;
+  client.observer.closed(1006);
+  client.observer.closed(1006); // a recovery attempt the service did not take
+  client.emit("disconnected", { message: { message: "recovery failed" } });
+  client.observer.closed(1006);
+  assert.deepEqual(seen.statuses, ["connecting", "connected", "reconnecting"]);
+  assert.deepEqual(seen.details.slice(2), [
+    "Lost the connection to the Web PubSub service (close code 1006); reconnecting automatically.",
+    "The Web PubSub service cannot be reached or refused the connection (close code 1006); retrying automatically.",
+  ]);
+  client.observer.recovered();
+  assert.equal(seen.details.at(-1), "");
+  chat.stop();
 });

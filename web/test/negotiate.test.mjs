@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { describeNegotiateFailure, negotiate, NegotiateError } from "../src/negotiate.js";
+import { describeNegotiateFailure, joinableGroups, negotiate, NegotiateError } from "../src/negotiate.js";
 
 function answer(status, body, headers = {}) {
   const calls = [];
@@ -73,8 +73,42 @@ test("each negotiate failure is told in words, with the app's reason and what ha
   );
   assert.equal(
     told(503, "Azure Key Vault is unavailable; retry later."),
-    "The chat service is unavailable for now (HTTP 503): Azure Key Vault is unavailable; retry later. Retrying automatically.",
+    "The app cannot connect you for now (HTTP 503): Azure Key Vault is unavailable; retry later. Retrying automatically.",
   );
   assert.match(told(500, "An unexpected error occurred."), /^The app failed to connect you \(HTTP 500\): An unexpected error occurred\. Retrying/);
   assert.equal(told(400, "The userId query parameter is required."), "The app refused to connect you (HTTP 400): The userId query parameter is required.");
+});
+
+/** A client access URL whose token carries `claims` (unsigned: the page never checks signatures). */
+function accessUrl(claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  return `wss://x.webpubsub.azure.com/client/hubs/chat?access_token=${part({ alg: "HS256" })}.${part(claims)}.sig`;
+}
+
+test("the token's roles tell which groups the user may join", () => {
+  const url = accessUrl({
+    sub: "alice",
+    role: [
+      "webpubsub.joinLeaveGroup.chat",
+      "webpubsub.sendToGroup.chat",
+      "webpubsub.joinLeaveGroup.salle à manger",
+      "webpubsub.sendToGroup.salle à manger",
+    ],
+  });
+  assert.deepEqual(joinableGroups(url), ["chat", "salle à manger"]);
+  assert.deepEqual(joinableGroups(accessUrl({ role: "webpubsub.joinLeaveGroup.one" })), ["one"]);
+});
+
+test("a token that does not name groups leaves the decision to the service", () => {
+  assert.equal(joinableGroups(accessUrl({ role: ["webpubsub.joinLeaveGroup"] })), null); // any group
+  assert.equal(joinableGroups(accessUrl({ role: ["webpubsub.sendToGroup"] })), null);
+  assert.equal(joinableGroups(accessUrl({ sub: "alice" })), null);
+  assert.equal(joinableGroups("wss://x/client/hubs/chat?access_token=not-a-jwt"), null);
+  assert.equal(joinableGroups("wss://x/client/hubs/chat"), null);
+});
+
+test("negotiate passes on what the token allows", async () => {
+  const url = accessUrl({ role: ["webpubsub.joinLeaveGroup.chat"] });
+  const { fetchImpl } = answer(200, { url, expiresOn: "2030-01-01T00:01:00Z" });
+  assert.deepEqual((await negotiate("/api/negotiate", { fetchImpl })).joinable, ["chat"]);
 });
