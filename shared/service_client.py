@@ -398,9 +398,7 @@ class ServiceClient:
 
     def grant_permission(self, permission: Permission | str, connection_id: str, group: str) -> None:
         """Let `connection_id` send to (or join and leave) `group` without a role in its token."""
-        granted = _permission(permission)
-        _check_id("connection", connection_id)
-        _check_group(group)
+        granted = _checked_permission(permission, connection_id, group)
         self._call(
             f"Connection {connection_id[:64]!r}",
             lambda sdk: sdk.grant_permission(granted, connection_id, target_name=group),
@@ -408,18 +406,14 @@ class ServiceClient:
 
     def revoke_permission(self, permission: Permission | str, connection_id: str, group: str) -> None:
         """Withdraw a permission granted by `grant_permission` or held through the token's roles."""
-        revoked = _permission(permission)
-        _check_id("connection", connection_id)
-        _check_group(group)
+        revoked = _checked_permission(permission, connection_id, group)
         self._call(
             f"Connection {connection_id[:64]!r}",
             lambda sdk: sdk.revoke_permission(revoked, connection_id, target_name=group),
         )
 
     def has_permission(self, permission: Permission | str, connection_id: str, group: str) -> bool:
-        checked = _permission(permission)
-        _check_id("connection", connection_id)
-        _check_group(group)
+        checked = _checked_permission(permission, connection_id, group)
         return self._exists("connection", lambda sdk: sdk.has_permission(checked, connection_id, target_name=group))
 
     # --- existence and presence -----------------------------------------------------------------
@@ -476,6 +470,14 @@ def _with_options(sdk: WebPubSubServiceClient, options: dict[str, Any]) -> WebPu
             return functools.partial(getattr(sdk, name), **options)
 
     return cast("WebPubSubServiceClient", WithOptions())
+
+
+def _checked_permission(permission: Permission | str, connection_id: str, group: str) -> str:
+    """The permission's service name, once the permission, connection id and group are all valid."""
+    name = _permission(permission)
+    _check_id("connection", connection_id)
+    _check_group(group)
+    return name
 
 
 def _permission(permission: Permission | str) -> str:
