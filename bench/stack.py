@@ -1,11 +1,16 @@
 """N concurrent clients through the local stack: negotiate, connect, join a group, exchange messages.
 
 The stack (local Functions host and local Web PubSub service) runs in a child process. The clients
-run here on one asyncio loop, all at once: each negotiates over HTTP, connects a WebSocket with the
+run here on one asyncio loop (uvloop), all at once: each negotiates over HTTP, connects a WebSocket with the
 `json.webpubsub.azure.v1` subprotocol (the service asks the app's /api/eventhandler to accept it),
 joins its room (groups of ten), then sends messages to the room one at a time, timing each until
 its own copy comes back, and finally sends one user event, which the service relays to the app's
 event handler before acknowledging it. Every step that fails or times out is counted.
+
+The clients' own cost is kept small so that they measure the stack, not themselves: negotiate goes
+through devstack's keep-alive HTTP client (an httpx ``AsyncClient`` re-scans its whole pool on every
+request, which with hundreds of requests at once took seconds), and the stack's host name is
+resolved once, not for every connection through the loop's default executor.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import collections
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,12 +29,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 from bench.measure import Figure, milliseconds, percentile
 
 if TYPE_CHECKING:
-    import httpx
     from websockets.asyncio.client import ClientConnection
+
+    from devstack.webpubsub.event_client import EventClient
 
 Frame = dict[str, Any]
 
@@ -104,8 +112,9 @@ class Client:
 
     async def run(
         self,
-        http: httpx.AsyncClient,
+        http: EventClient,
         negotiate_url: str,
+        address: str,
         everyone_joined: asyncio.Event,
         joined: list[int],
         messages: int,
@@ -116,12 +125,14 @@ class Client:
         stage = "negotiate"
         started = time.perf_counter()
         try:
-            response = await http.get(negotiate_url, params={"userId": self.user, "group": self.room})
+            query = urlencode({"userId": self.user, "group": self.room})
+            response = await http.request("GET", f"{negotiate_url}?{query}")
             if response.status_code != 200:
                 raise RuntimeError(f"negotiate answered {response.status_code}")
             stage = "connect"
             async with connect(
-                response.json()["url"],
+                json.loads(response.content)["url"],
+                host=address,  # the URL's host name, resolved once
                 subprotocols=[Subprotocol(SUBPROTOCOL)],
                 open_timeout=STEP_TIMEOUT_SECONDS,
                 max_queue=None,
@@ -183,21 +194,33 @@ class Client:
 
 
 async def _run_clients(negotiate_url: str, clients: int, messages: int) -> tuple[Results, float]:
-    import httpx
+    from devstack.webpubsub.event_client import EventClient
 
     results = Results(clients)
     everyone_joined = asyncio.Event()
     joined = [0]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=STEP_TIMEOUT_SECONDS, limits=limits) as http:
+    address = resolve(negotiate_url)
+    parts = urlsplit(negotiate_url)
+    negotiate_url = parts._replace(netloc=f"{address}:{parts.port}").geturl()
+    http = EventClient(STEP_TIMEOUT_SECONDS, max_connections=clients)
+    try:
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                Client(number, results).run(http, negotiate_url, everyone_joined, joined, messages)
+                Client(number, results).run(http, negotiate_url, address, everyone_joined, joined, messages)
                 for number in range(clients)
             )
         )
+    finally:
+        await http.aclose()
     return results, started
+
+
+def resolve(url: str) -> str:
+    """The IPv4 address of the URL's host (the stack listens on 127.0.0.1, as `make run` does)."""
+    parts = urlsplit(url)
+    found = socket.getaddrinfo(parts.hostname or "localhost", parts.port, socket.AF_INET, socket.SOCK_STREAM)
+    return str(found[0][4][0])
 
 
 #: The targets at this many clients (at other counts only failures count).
@@ -266,7 +289,10 @@ def stack_run(*, clients: int, messages: int) -> StackRun:
     """A fresh stack process for `clients` clients, all starting at once."""
     rooms = [f"room-{number}" for number in range((clients + ROOM_SIZE - 1) // ROOM_SIZE)]
     with stack_process(rooms) as negotiate_url:
-        results, started = asyncio.run(_run_clients(negotiate_url, clients, messages))
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            results, started = runner.run(_run_clients(negotiate_url, clients, messages))
     connected = len(results.connected_at)
     connect_seconds = (max(results.connected_at) - started) if results.connected_at else 0.0
     return StackRun(clients, sum(results.failures.values()), connected, connect_seconds, results)
@@ -276,7 +302,8 @@ def stack_figure(*, clients: tuple[int, ...], messages: int) -> Figure:
     runs = [stack_run(clients=count, messages=messages) for count in clients]
     details = [line for run in runs for line in run.details(messages)]
     details.append(
-        "the clients run in the bench process on one asyncio loop (httpx for negotiate, websockets), "
+        "the clients run in the bench process on one uvloop loop (devstack's keep-alive HTTP client for "
+        "negotiate, websockets), "
         "the stack (local host and local service) in a child process"
     )
     return Figure(
