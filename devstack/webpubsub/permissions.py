@@ -66,9 +66,26 @@ class RolePermissions:
 
     def __init__(self, roles: Iterable[str]) -> None:
         self._grants = {action: _Grants() for action in GroupAction}
+        # Each role is classified once, by plain string prefixes: a chat connection holds two roles
+        # per permitted group (hundreds with many rooms), and this runs for every connection.
+        rules = [(self._grants[action], *_ROLE_PREFIXES[action]) for action in GroupAction]
         for role in roles:
-            for action, grants in self._grants.items():
-                _grant(grants, action, role)
+            if not role.startswith("webpubsub."):
+                continue
+            for grants, everything, pattern_prefix, group_prefix in rules:
+                if role.startswith(group_prefix):
+                    group = role[len(group_prefix) :]
+                    if is_valid_group_name(group):
+                        grants.groups.add(group)
+                    break
+                if role.startswith(pattern_prefix):
+                    pattern = _compile_pattern(role[len(pattern_prefix) :])
+                    if pattern is not None:
+                        grants.patterns.append(pattern)
+                    break
+                if role == everything:
+                    grants.everything = True
+                    break
 
     def allows(self, action: GroupAction, group: str) -> bool:
         return self._grants[action].allows(group)
@@ -95,17 +112,8 @@ class RolePermissions:
             grants.revoked.add(group)
 
 
-def _grant(grants: _Grants, action: GroupAction, role: str) -> None:
-    if role == action.role:
-        grants.everything = True
-    elif role.startswith(action.pattern_prefix):
-        pattern = _compile_pattern(role[len(action.pattern_prefix) :])
-        if pattern is not None:
-            grants.patterns.append(pattern)
-    elif role.startswith(action.role + "."):
-        group = role[len(action.role) + 1 :]
-        if is_valid_group_name(group):
-            grants.groups.add(group)
+#: Per action: the role granting every group, the prefix of pattern roles, the prefix of one-group roles.
+_ROLE_PREFIXES = {action: (action.role, action.pattern_prefix, action.role + ".") for action in GroupAction}
 
 
 def _compile_pattern(pattern: str) -> re.Pattern[str] | None:
