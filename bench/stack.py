@@ -3,9 +3,14 @@
 The stack (local Functions host and local Web PubSub service) runs in a child process. The clients
 run here on one asyncio loop (uvloop), all at once: each negotiates over HTTP, connects a WebSocket with the
 `json.webpubsub.azure.v1` subprotocol (the service asks the app's /api/eventhandler to accept it),
-joins its room (groups of ten), then sends messages to the room one at a time, timing each until
-its own copy comes back, and finally sends one user event, which the service relays to the app's
-event handler before acknowledging it. Every step that fails or times out is counted.
+joins its room (groups of ten), then sends messages to the room at a steady pace (one every
+``MESSAGE_INTERVAL_SECONDS``, the clients' sends spread evenly over that interval), timing each
+until its own copy comes back, and then one user event at the same pace, which the service relays
+to the app's event handler before acknowledging it. Latency is measured at that stated offered
+load, not at saturation: with every client sending back to back, a round trip only says how long
+the queue is (Little's law). Saturation is measured apart, as throughput: finally every client
+sends one more message at the same instant, and the burst's duration until the last copy arrived
+gives the deliveries per second. Every step that fails or times out is counted.
 
 The clients' own cost is kept small so that they measure the stack, not themselves: negotiate goes
 through devstack's keep-alive HTTP client (an httpx ``AsyncClient`` re-scans its whole pool on every
@@ -44,6 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ROOM_SIZE = 10
 STEP_TIMEOUT_SECONDS = 60.0
 SUBPROTOCOL = "json.webpubsub.azure.v1"
+#: Each client sends one message per interval (a busy chat: 500 clients offer 500 messages/s,
+#: 5,000 deliveries/s in rooms of ten); the user event follows at the same pace.
+MESSAGE_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -53,7 +61,33 @@ class Results:
     connect_latencies: list[float] = field(default_factory=list)
     round_trips: list[float] = field(default_factory=list)
     event_round_trips: list[float] = field(default_factory=list)
+    burst_done_at: list[float] = field(default_factory=list)
+    burst_started_at: float = 0.0
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def burst_seconds(self) -> float:
+        return max(self.burst_done_at) - self.burst_started_at if self.burst_done_at else 0.0
+
+
+class Barrier:
+    """Every client arrives (or fails) before any goes on; ``opened_at`` is when the last one arrived."""
+
+    def __init__(self, clients: int) -> None:
+        self.clients = clients
+        self.arrived: set[int] = set()
+        self.opened = asyncio.Event()
+        self.opened_at = 0.0
+
+    def arrive(self, number: int) -> None:
+        self.arrived.add(number)
+        if len(self.arrived) == self.clients and not self.opened.is_set():
+            self.opened_at = time.perf_counter()
+            self.opened.set()
+
+    async def wait(self) -> float:
+        await asyncio.wait_for(self.opened.wait(), STEP_TIMEOUT_SECONDS * 2)
+        return self.opened_at
 
 
 @contextmanager
@@ -101,7 +135,6 @@ class Client:
         self.room = f"room-{number // ROOM_SIZE}"
         self.results = results
         self.frames: asyncio.Queue[Frame] = asyncio.Queue()
-        self.counted = False  # in the number of clients done with joining
 
     async def expect(self, matches: Callable[[Frame], bool]) -> Frame:
         """The next frame for which `matches(frame)` is true; others (peers' messages) are skipped."""
@@ -115,8 +148,7 @@ class Client:
         http: EventClient,
         negotiate_url: str,
         address: str,
-        everyone_joined: asyncio.Event,
-        joined: list[int],
+        barriers: tuple[Barrier, Barrier],
         messages: int,
     ) -> None:
         from websockets.asyncio.client import connect
@@ -145,30 +177,30 @@ class Client:
                     self.results.connect_latencies.append(now - started)
                     stage = "join"
                     await self._acknowledged(socket, {"type": "joinGroup", "group": self.room, "ackId": 1})
-                    self._joined(joined, everyone_joined)
-                    await asyncio.wait_for(everyone_joined.wait(), STEP_TIMEOUT_SECONDS * 2)
+                    barriers[0].arrive(self.number)
+                    opened = await barriers[0].wait()
                     stage = "message"
+                    offset = MESSAGE_INTERVAL_SECONDS * self.number / self.results.clients
                     for sequence in range(messages):
-                        await self._round_trip(socket, sequence)
+                        await _sleep_until(opened + offset + sequence * MESSAGE_INTERVAL_SECONDS)
+                        self.results.round_trips.append(await self._round_trip(socket, sequence))
                     stage = "event"
+                    await _sleep_until(opened + offset + messages * MESSAGE_INTERVAL_SECONDS)
                     sent = time.perf_counter()
                     event = {"type": "event", "event": "message", "dataType": "text", "data": "hi", "ackId": 2}
                     await self._acknowledged(socket, event)
                     self.results.event_round_trips.append(time.perf_counter() - sent)
+                    stage = "burst"
+                    barriers[1].arrive(self.number)
+                    self.results.burst_started_at = await barriers[1].wait()
+                    await self._round_trip(socket, messages)
+                    self.results.burst_done_at.append(time.perf_counter())
                 finally:
                     reader.cancel()
         except Exception as error:  # every failure is counted, by stage, and the run goes on
             self.results.failures[f"{stage}: {type(error).__name__}"] += 1
-            self._joined(joined, everyone_joined)
-
-    def _joined(self, joined: list[int], everyone_joined: asyncio.Event) -> None:
-        """Count this client as done with joining (or failed before it), so nobody waits for it."""
-        if self.counted:
-            return
-        self.counted = True
-        joined[0] += 1
-        if joined[0] == self.results.clients:
-            everyone_joined.set()
+            for barrier in barriers:  # nobody waits for a client that has failed
+                barrier.arrive(self.number)
 
     async def _read(self, socket: ClientConnection) -> None:
         async for raw in socket:
@@ -182,7 +214,8 @@ class Client:
         if not ack.get("success"):
             raise RuntimeError(f"{frame['type']} refused: {ack.get('error')}")
 
-    async def _round_trip(self, socket: ClientConnection, sequence: int) -> None:
+    async def _round_trip(self, socket: ClientConnection, sequence: int) -> float:
+        """Send one message to the room; the seconds until the sender's own copy came back."""
         data = {"from": self.user, "sequence": sequence}
         sent = time.perf_counter()
         await socket.send(json.dumps({"type": "sendToGroup", "group": self.room, "dataType": "json", "data": data}))
@@ -190,15 +223,21 @@ class Client:
             self.expect(lambda f: f.get("type") == "message" and f.get("group") == self.room and f.get("data") == data),
             STEP_TIMEOUT_SECONDS,
         )
-        self.results.round_trips.append(time.perf_counter() - sent)
+        return time.perf_counter() - sent
+
+
+async def _sleep_until(moment: float) -> None:
+    """Sleep until ``time.perf_counter()`` reaches ``moment`` (at once if it has)."""
+    delay = moment - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 async def _run_clients(negotiate_url: str, clients: int, messages: int) -> tuple[Results, float]:
     from devstack.webpubsub.event_client import EventClient
 
     results = Results(clients)
-    everyone_joined = asyncio.Event()
-    joined = [0]
+    barriers = (Barrier(clients), Barrier(clients))
     address = resolve(negotiate_url)
     parts = urlsplit(negotiate_url)
     negotiate_url = parts._replace(netloc=f"{address}:{parts.port}").geturl()
@@ -207,7 +246,7 @@ async def _run_clients(negotiate_url: str, clients: int, messages: int) -> tuple
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                Client(number, results).run(http, negotiate_url, address, everyone_joined, joined, messages)
+                Client(number, results).run(http, negotiate_url, address, barriers, messages)
                 for number in range(clients)
             )
         )
@@ -269,15 +308,24 @@ class StackRun:
             f"event ack p50 {_p(results.event_round_trips, 0.5)} p99 {_p(results.event_round_trips, 0.99)}"
         )
 
+    def _deliveries_per_second(self) -> float:
+        seconds = self.results.burst_seconds
+        return len(self.results.burst_done_at) * ROOM_SIZE / seconds if seconds > 0 else 0.0
+
     def details(self, messages: int) -> list[str]:
         results = self.results
         lines = [
             f"{self.clients} clients: {self.connected} connected in {self.connect_seconds:.2f} s "
             "(negotiate + WebSocket + connect event), "
             f"per client p50 {_p(results.connect_latencies, 0.5)} p99 {_p(results.connect_latencies, 0.99)}; "
-            f"{len(results.round_trips)} group messages ({messages} per client, rooms of {ROOM_SIZE}) timed from "
-            f"send until the sender's own copy arrived; {len(results.event_round_trips)} user events through the "
-            "app's event handler, timed until acknowledged"
+            f"{len(results.round_trips)} group messages ({messages} per client, one per client every "
+            f"{MESSAGE_INTERVAL_SECONDS:g} s: {self.clients / MESSAGE_INTERVAL_SECONDS:,.0f} messages/s offered, "
+            f"rooms of {ROOM_SIZE}) timed from send until the sender's own copy arrived; "
+            f"{len(results.event_round_trips)} user events through the app's event handler at the same pace, "
+            "timed until acknowledged",
+            f"{self.clients} clients: saturation, every client sending one message at the same instant: "
+            f"{len(results.burst_done_at)} messages ({len(results.burst_done_at) * ROOM_SIZE:,} deliveries) in "
+            f"{results.burst_seconds * 1e3:,.0f} ms, {self._deliveries_per_second():,.0f} deliveries/s",
         ]
         lines += [
             f"{self.clients} clients: failed {stage}: {count}" for stage, count in sorted(results.failures.items())
