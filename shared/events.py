@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from shared.errors import AppError, BadRequest, Forbidden, Unauthorized
-from shared.policy import GroupPolicy, groups_in_roles
+from shared.policy import Grant, GroupPolicy, groups_in_roles
 from shared.protocol import (
     HEADER_REQUEST_ORIGIN,
     ConnectedEvent,
@@ -239,10 +239,11 @@ class TokenPolicyCheck:
     def __init__(self, policy: GroupPolicy):
         self._policy = policy
 
-    def check(self, request: ConnectRequest) -> None:
+    def check(self, request: ConnectRequest) -> Grant:
+        """Return the grant the token was checked against (the default connect handler answers with it)."""
         user_id = request.context.user_id or ""
         grant = self._policy.grant(user_id)
-        permitted_roles = set(grant.roles)
+        permitted_roles = grant.permitted_roles
         roles = token_roles(request)
         for role in roles:
             if role not in permitted_roles:
@@ -250,6 +251,7 @@ class TokenPolicyCheck:
         for group in (*request.claims.get(GROUP_CLAIM_TYPE, ()), *groups_in_roles(roles)):
             if group not in grant.groups:
                 raise Forbidden(f"The token names group {group[:80]!r}, which the group policy does not permit.")
+        return grant
 
 
 class ChatDefaults:
@@ -258,12 +260,16 @@ class ChatDefaults:
     def __init__(self, policy: GroupPolicy):
         self._policy = policy
 
-    def connect(self, request: ConnectRequest) -> ConnectResponse:
-        """Accept a user the token named, with the policy's roles, joining the groups the token asked for."""
+    def connect(self, request: ConnectRequest, grant: Grant | None = None) -> ConnectResponse:
+        """Accept a user the token named, with the policy's roles, joining the groups the token asked for.
+
+        `grant` is the policy's grant for this user when the caller already has it (the token check).
+        """
         user_id = request.context.user_id
         if not user_id:
             raise Unauthorized("The client's token carries no user id; get a URL from /api/negotiate.", code="no_user")
-        grant = self._policy.grant(user_id)
+        if grant is None:
+            grant = self._policy.grant(user_id)
         joins = list(request.claims.get(GROUP_CLAIM_TYPE, ()))
         return ConnectResponse(
             user_id=user_id,
@@ -382,10 +388,13 @@ class EventDispatcher:
         hub = event.context.hub
         if isinstance(event, ConnectRequest):
             registration = self._registry.connect_registration(hub)
+            grant = None
             if registration is None or registration.check_token_policy:
-                TokenPolicyCheck(self._policy(hub)).check(event)
-            connect = registration.handler if registration else ChatDefaults(self._policy(hub)).connect
-            return render_connect(self._resolve(connect(event)), state)
+                grant = TokenPolicyCheck(self._policy(hub)).check(event)
+            if registration is not None:
+                return render_connect(self._resolve(registration.handler(event)), state)
+            # One grant per connect: the check's, which is the policy's grant for this same user.
+            return render_connect(ChatDefaults(self._policy(hub)).connect(event, grant), state)
         if isinstance(event, UserEvent):
             handler = self._registry.user_event_handler(hub, event.context.event_name)
             if handler is None:
@@ -400,8 +409,10 @@ class EventDispatcher:
 
     def _log(self, context: ConnectionContext | None, status: int, started: float) -> None:
         """One structured line per event; never keys, tokens or signatures."""
-        duration_ms = (time.perf_counter() - started) * 1000
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if not logger.isEnabledFor(level):
+            return  # the fields are only worked out for a line that is written
+        duration_ms = (time.perf_counter() - started) * 1000
         fields = {
             "hub": context.hub if context else None,
             "event": (context.event_name or context.event_type) if context else None,
@@ -410,12 +421,11 @@ class EventDispatcher:
             "userId": context.user_id if context else None,
             "eventId": context.event_id if context else None,
         }
-        if logger.isEnabledFor(level):
-            logger.log(
-                level,
-                "event hub=%s event=%s protocol=%s connectionId=%s userId=%s eventId=%s outcome=%d durationMs=%.2f",
-                *(_safe(value) for value in fields.values()),
-                status,
-                duration_ms,
-                extra={"webpubsub": {**fields, "outcome": status, "durationMs": round(duration_ms, 2)}},
-            )
+        logger.log(
+            level,
+            "event hub=%s event=%s protocol=%s connectionId=%s userId=%s eventId=%s outcome=%d durationMs=%.2f",
+            *(_safe(value) for value in fields.values()),
+            status,
+            duration_ms,
+            extra={"webpubsub": {**fields, "outcome": status, "durationMs": round(duration_ms, 2)}},
+        )

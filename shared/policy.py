@@ -8,7 +8,7 @@ for the groups it may use, and a client may narrow that set but never widen it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.config import MAX_GROUP_NAME_LENGTH
 from shared.errors import BadRequest, Forbidden
@@ -51,14 +51,21 @@ def validate_group_name(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What one connection may do: use `groups`, and join `join` as soon as it connects."""
+    """What one connection may do: use `groups`, and join `join` as soon as it connects.
+
+    `roles` (two per group) and `permitted_roles` are worked out once, when the grant is made:
+    every connect event reads them, and a policy hands the same grant to every user.
+    """
 
     groups: tuple[str, ...]
     join: tuple[str, ...] = ()
+    roles: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    permitted_roles: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return roles_for(self.groups)
+    def __post_init__(self) -> None:
+        roles = roles_for(self.groups)
+        object.__setattr__(self, "roles", roles)
+        object.__setattr__(self, "permitted_roles", frozenset(roles))
 
 
 class GroupPolicy:
@@ -70,6 +77,7 @@ class GroupPolicy:
 
     def __init__(self, groups: Sequence[str]):
         self._groups = tuple(groups)
+        self._everything = Grant(groups=self._groups)  # what every user gets without asking
 
     def permitted_groups(self, user_id: str) -> tuple[str, ...]:
         return self._groups
@@ -81,6 +89,10 @@ class GroupPolicy:
         """
         permitted = self.permitted_groups(user_id)
         if requested is None:
+            # The same permitted groups (every user, unless a subclass decides per user): the same grant.
+            everything: Grant | None = getattr(self, "_everything", None)
+            if everything is not None and permitted is everything.groups:
+                return everything
             return Grant(groups=permitted)
         if len(requested) > MAX_REQUESTED_GROUPS:
             raise BadRequest(f"at most {MAX_REQUESTED_GROUPS} groups may be requested", code="too_many_groups")

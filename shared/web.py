@@ -15,6 +15,8 @@ from shared.errors import AppError
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
+# `json.dumps(value, separators=(",", ":"), ensure_ascii=False)` without building an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 # Sent with every JSON answer: tokens and errors must never be cached or sniffed as HTML.
 _JSON_HEADERS: Mapping[str, str] = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
@@ -62,7 +64,7 @@ def json_body(value: Any) -> bytes:
     """Compact UTF-8 JSON; strings UTF-8 cannot encode (lone surrogates, which valid JSON input can
     hold as escapes) are written as `\\uXXXX` escapes, so the value survives unchanged instead of failing."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _COMPACT_JSON(value).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(value, separators=(",", ":")).encode("ascii")
 

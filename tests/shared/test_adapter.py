@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import parse_qsl
 
 import azure.functions as func
 import pytest
 
-from shared.adapter import handle, serve, to_http_response, to_request
+from shared.adapter import _headers, _query_pairs, handle, serve, to_http_response, to_request
 from shared.errors import ConfigError, Unauthorized
 from shared.web import Request, Response, json_response
 
@@ -33,6 +34,28 @@ def test_a_request_keeps_repeated_query_parameters_and_lower_cases_header_names(
 def test_a_request_without_a_query_in_its_url_uses_the_params() -> None:
     req = func.HttpRequest(method="GET", url="http://localhost:7071/api/negotiate", params={"userId": "u"}, body=b"")
     assert to_request(req).query_value("userId") == "u"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["a=1&b=2", "group=a&group=b", "a", "a=", "=b", "a=b=c", "&&a=1&", "a=%20b", "a+b=c+d", "x=%zz", "u=%C3%A9&v"],
+)
+def test_the_query_reads_as_parse_qsl_reads_it(query: str) -> None:
+    assert _query_pairs(query) == parse_qsl(query, keep_blank_values=True)
+
+
+def test_a_url_fragment_is_not_part_of_the_query() -> None:
+    req = func.HttpRequest(method="GET", url="http://localhost:7071/api/negotiate?userId=u#x=1", body=b"")
+    assert list(to_request(req).query) == [("userId", "u")]
+
+
+def test_headers_of_any_mapping_get_lower_case_names() -> None:
+    class Plain(dict[str, str]):
+        pass
+
+    assert _headers(Plain({"Content-Type": "text/plain", "X-A": "1"})) == {"content-type": "text/plain", "x-a": "1"}
+    copied = _headers(func.HttpRequest(method="GET", url="http://h/", headers={"X-A": "1"}, body=b"").headers)
+    assert copied == {"x-a": "1"}
 
 
 def test_a_response_keeps_status_headers_body_and_content_type() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import Sequence
 from typing import cast
 
 import azure.functions as func
@@ -17,7 +18,7 @@ from shared.bearer import BearerValidator
 from shared.config import BearerSettings
 from shared.errors import BadRequest, Forbidden
 from shared.events import EventHandlers
-from shared.policy import roles_for
+from shared.policy import Grant, GroupPolicy, roles_for
 from shared.protocol import (
     ConnectedEvent,
     ConnectRequest,
@@ -110,6 +111,23 @@ class TestAuthenticity:
             ],
             "subprotocol": "json.reliable.webpubsub.azure.v1",
         }
+
+    def test_the_group_policy_is_asked_once_per_connect(self) -> None:
+        class Counting(GroupPolicy):
+            def __init__(self) -> None:
+                super().__init__(["chat"])
+                self.asked: list[str] = []
+
+            def grant(self, user_id: str, requested: Sequence[str] | None = None) -> Grant:
+                self.asked.append(user_id)
+                return super().grant(user_id, requested)
+
+        policy = Counting()
+        use_runtime(Runtime(local_settings(), registry=EventHandlers(), policy=policy))
+        response = post(event_headers(), connect_body())
+        assert response.status_code == 200
+        assert json.loads(response.get_body())["roles"] == list(roles_for(["chat"]))
+        assert policy.asked == ["alice"]  # the token check's grant is the answer's
 
     @pytest.mark.parametrize(
         "signature",

@@ -66,3 +66,21 @@ def test_per_user_policy_applies_through_the_override() -> None:
 def test_groups_round_trip_through_roles() -> None:
     assert groups_in_roles(roles_for(["a", "b.c"])) == ("a", "b.c")
     assert groups_in_roles(["webpubsub.sendToGroup", "other.role", "webpubsub.sendToGroup.x"]) == ("x",)
+
+
+def test_a_grant_knows_its_roles_as_a_set_and_equals_a_grant_of_the_same_groups() -> None:
+    grant = GroupPolicy(["chat", "news"]).grant("alice")
+    assert grant.permitted_roles == frozenset(grant.roles)
+    assert grant == GroupPolicy(["chat", "news"]).grant("bob")
+    assert GroupPolicy(["chat"]).grant("alice") != grant
+
+
+def test_a_policy_without_its_base_initialiser_still_grants() -> None:
+    class Fixed(GroupPolicy):
+        def __init__(self) -> None:  # no super().__init__: the override alone decides
+            pass
+
+        def permitted_groups(self, user_id: str) -> tuple[str, ...]:
+            return ("team",)
+
+    assert Fixed().grant("alice").roles == roles_for(["team"])
