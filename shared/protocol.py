@@ -19,12 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import hashlib
 import hmac
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Literal
 
 from shared.errors import AppError, BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -511,8 +511,7 @@ def header_values(raw: str | None) -> list[str]:
 
 def signature_for(key: str, connection_id: str) -> str:
     """`sha256=<hex>`: HMAC-SHA256 keyed with the access key string (UTF-8) over the connection id."""
-    digest = hmac.new(key.encode("utf-8"), connection_id.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+    return "sha256=" + hmac.digest(key.encode("utf-8"), connection_id.encode("utf-8"), "sha256").hex()
 
 
 def is_signature_valid(connection_id: str, signature_header: str | None, keys: Iterable[str]) -> bool:
@@ -520,13 +519,17 @@ def is_signature_valid(connection_id: str, signature_header: str | None, keys: I
 
     Hex is compared case-insensitively and in constant time.
     """
-    provided = [value.lower() for value in header_values(signature_header) if value.lower().startswith("sha256=")]
+    provided = [
+        value.encode("ascii", "replace")
+        for value in (item.lower() for item in header_values(signature_header))
+        if value.startswith("sha256=")
+    ]
     if not provided:
         return False
     for key in keys:
-        expected = signature_for(key, connection_id)
+        expected = signature_for(key, connection_id).encode("ascii")
         for candidate in provided:
-            if hmac.compare_digest(candidate.encode("ascii", "replace"), expected.encode("ascii")):
+            if hmac.compare_digest(candidate, expected):
                 return True
     return False
 
@@ -620,15 +623,24 @@ def _json_object(body: bytes, content_type: str | None, event_type: str) -> dict
     return document
 
 
+def _all_strings(items: list[Any]) -> bool:
+    """Every item is a str: one C-level pass (this runs for every claim, query value and header of a connect)."""
+    return all(map(isinstance, items, repeat(str)))
+
+
 def _string_lists(document: Mapping[str, Any], name: str) -> dict[str, list[str]]:
     value = document.get(name)
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(items, list) and all(isinstance(item, str) for item in items) for items in value.values()
-    ):
-        raise BadRequest(f'The connect body\'s "{name}" must map names to lists of strings.', code="invalid_body")
-    return {str(key): list(items) for key, items in value.items()}
+    if isinstance(value, dict):
+        lists: dict[str, list[str]] = {}
+        for key, items in value.items():  # checked and copied in the same pass
+            if not isinstance(items, list) or not all(map(isinstance, items, repeat(str))):
+                break
+            lists[str(key)] = items.copy()
+        else:
+            return lists
+    raise BadRequest(f'The connect body\'s "{name}" must map names to lists of strings.', code="invalid_body")
 
 
 def _mqtt_object(document: Mapping[str, Any], event: str) -> Mapping[str, Any]:
@@ -690,7 +702,7 @@ def _mqtt_disconnected(document: Mapping[str, Any]) -> MqttDisconnectProperties:
 
 def _connect(context: ConnectionContext, document: Mapping[str, Any]) -> ConnectRequest:
     subprotocols = document.get("subprotocols") or []
-    if not isinstance(subprotocols, list) or not all(isinstance(item, str) for item in subprotocols):
+    if not isinstance(subprotocols, list) or not _all_strings(subprotocols):
         raise BadRequest('The connect body\'s "subprotocols" must be a list of strings.', code="invalid_body")
     certificates = document.get("clientCertificates") or []
     if not isinstance(certificates, list) or not all(
@@ -705,7 +717,9 @@ def _connect(context: ConnectionContext, document: Mapping[str, Any]) -> Connect
         subprotocols=tuple(subprotocols),
         client_certificates=tuple(
             ClientCertificate(str(item.get("thumbprint", "")), str(item.get("content", ""))) for item in certificates
-        ),
+        )
+        if certificates
+        else (),
         mqtt=_mqtt_connect(document) if context.client_protocol is ClientProtocol.MQTT else None,
     )
 
