@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shared.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -92,6 +93,11 @@ def client_protocol(name: str | None) -> ClientProtocol:
         raise BadRequest(f"protocol {name[:32]!r} is not one of {allowed}.", code="unknown_protocol") from None
 
 
+def _utc_timestamp(moment: datetime) -> str:
+    """`moment` as `YYYY-MM-DDTHH:MM:SSZ` (what strftime would write, for half the cost; whole seconds)."""
+    return moment.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+
+
 class Negotiator:
     """Turns an authenticated request into a client access URL with least-privilege roles.
 
@@ -153,6 +159,6 @@ class Negotiator:
                 "url": access.url,
                 "baseUrl": access.base_url,
                 "token": access.token,
-                "expiresOn": access.expires_on.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "expiresOn": _utc_timestamp(access.expires_on),
             },
         )

@@ -16,6 +16,7 @@ import function_app
 from shared.bearer import BearerValidator
 from shared.config import BearerSettings
 from shared.identity import BearerCaller
+from shared.negotiate import _utc_timestamp
 from shared.runtime import Runtime, use_runtime
 from shared.tokens import ClientAccess, KeyTokenSource
 from tests.support.fakes import EMULATOR_KEY, LOCAL_CONNECTION_STRING, UnavailableAtFirst
@@ -350,3 +351,15 @@ class TestSeveralHubs:
     def test_the_default_hub_can_be_any_of_them(self) -> None:
         install(WEBPUBSUB_HUBS="chat notifications", WEBPUBSUB_HUB="notifications")
         assert payload(negotiate([("userId", "a")]))["baseUrl"] == "ws://localhost:8080/client/hubs/notifications"
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2030, 6, 1, tzinfo=UTC),
+    ],
+)
+def test_expires_on_is_written_as_strftime_writes_it(moment: datetime) -> None:
+    assert _utc_timestamp(moment) == moment.strftime("%Y-%m-%dT%H:%M:%SZ")
