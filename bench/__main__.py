@@ -50,12 +50,16 @@ class Plan:
     peer_rounds: int
     peer_seconds: int
     coldstart_rounds: int
+    message_interval: float
 
     @classmethod
     def of(cls, *, quick: bool, clients: int | None) -> Plan:
+        # Quick mode runs every measurement once, as briefly as each allows (a test runs it so
+        # the benchmark cannot rot; its numbers mean nothing): no warm-ups, a short health
+        # deadline, the stack's messages ten times as often.
         if quick:
-            return cls(True, (clients or 20,), 3, 200, 300, 3, 1.0, 2, 2, 1, 1, 1)
-        return cls(False, (clients,) if clients else (500, 1000), 15, 2000, 3000, 15, 2.0, 5, 10, 4, 5, 9)
+            return cls(True, (clients or 20,), 3, 200, 300, 3, 0.5, 2, 2, 1, 1, 1, 0.1)
+        return cls(False, (clients,) if clients else (500, 1000), 15, 2000, 3000, 15, 2.0, 5, 10, 4, 5, 9, 1.0)
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -100,12 +104,12 @@ def measurements(plan: Plan) -> dict[str, Callable[[], Figure]]:
 
     return {
         "import": lambda: import_figure(rounds=plan.import_rounds),
-        "coldstart": lambda: coldstart_figure(rounds=plan.coldstart_rounds),
+        "coldstart": lambda: coldstart_figure(rounds=plan.coldstart_rounds, warm_up=not plan.quick),
         "negotiate": lambda: negotiate_figure(rounds=plan.rounds, calls=plan.negotiate_calls),
         "eventhandler": lambda: eventhandler_figure(rounds=plan.rounds, calls=plan.event_calls),
         "peer": lambda: peer_figure(rounds=plan.peer_rounds, seconds=plan.peer_seconds, warm_up=not plan.quick),
         "health": lambda: health_figure(deadline=plan.health_deadline, requests=plan.health_requests),
-        "stack": lambda: stack_figure(clients=plan.clients, messages=plan.messages),
+        "stack": lambda: stack_figure(clients=plan.clients, messages=plan.messages, interval=plan.message_interval),
         "talkback": lambda: talkback_figure(calls=300 if plan.quick else 3000),
     }
 

@@ -142,7 +142,7 @@ def _local_service() -> Iterator[dict[str, str]]:
         running.stop()
 
 
-def coldstart_figure(*, rounds: int) -> Figure:
+def coldstart_figure(*, rounds: int, warm_up: bool = True) -> Figure:
     ratios: dict[str, float] = {}
     details: list[str] = []
     with _local_service() as entra:
@@ -152,8 +152,9 @@ def coldstart_figure(*, rounds: int) -> Figure:
             "first signed event": (_event_spec(), SETTINGS),
         }
         for name, (spec, settings) in cases.items():
-            _sample(APP_PROBE, spec, settings)  # warm-up: bytecode caches
-            _sample(FLOOR_PROBE, spec, settings)
+            if warm_up:  # bytecode caches
+                _sample(APP_PROBE, spec, settings)
+                _sample(FLOOR_PROBE, spec, settings)
             app: list[dict[str, float]] = []
             floor: list[float] = []
             per_round: list[float] = []

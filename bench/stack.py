@@ -4,7 +4,7 @@ The stack (local Functions host and local Web PubSub service) runs in a child pr
 run here on one asyncio loop (uvloop), all at once: each negotiates over HTTP, connects a WebSocket with the
 `json.webpubsub.azure.v1` subprotocol (the service asks the app's /api/eventhandler to accept it),
 joins its room (groups of ten), then sends messages to the room at a steady pace (one every
-``MESSAGE_INTERVAL_SECONDS``, the clients' sends spread evenly over that interval), timing each
+``MESSAGE_INTERVAL_SECONDS`` in a full run, the clients' sends spread evenly over that interval), timing each
 until its own copy comes back, and then one user event at the same pace, which the service relays
 to the app's event handler before acknowledging it. Latency is measured at that stated offered
 load, not at saturation: with every client sending back to back, a round trip only says how long
@@ -150,6 +150,7 @@ class Client:
         address: str,
         barriers: tuple[Barrier, Barrier],
         messages: int,
+        interval: float,
     ) -> None:
         from websockets.asyncio.client import connect
         from websockets.typing import Subprotocol
@@ -180,12 +181,12 @@ class Client:
                     barriers[0].arrive(self.number)
                     opened = await barriers[0].wait()
                     stage = "message"
-                    offset = MESSAGE_INTERVAL_SECONDS * self.number / self.results.clients
+                    offset = interval * self.number / self.results.clients
                     for sequence in range(messages):
-                        await _sleep_until(opened + offset + sequence * MESSAGE_INTERVAL_SECONDS)
+                        await _sleep_until(opened + offset + sequence * interval)
                         self.results.round_trips.append(await self._round_trip(socket, sequence))
                     stage = "event"
-                    await _sleep_until(opened + offset + messages * MESSAGE_INTERVAL_SECONDS)
+                    await _sleep_until(opened + offset + messages * interval)
                     sent = time.perf_counter()
                     event = {"type": "event", "event": "message", "dataType": "text", "data": "hi", "ackId": 2}
                     await self._acknowledged(socket, event)
@@ -233,7 +234,7 @@ async def _sleep_until(moment: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def _run_clients(negotiate_url: str, clients: int, messages: int) -> tuple[Results, float]:
+async def _run_clients(negotiate_url: str, clients: int, messages: int, interval: float) -> tuple[Results, float]:
     from devstack.webpubsub.event_client import EventClient
 
     results = Results(clients)
@@ -246,7 +247,7 @@ async def _run_clients(negotiate_url: str, clients: int, messages: int) -> tuple
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                Client(number, results).run(http, negotiate_url, address, barriers, messages)
+                Client(number, results).run(http, negotiate_url, address, barriers, messages, interval)
                 for number in range(clients)
             )
         )
@@ -282,6 +283,7 @@ class StackRun:
     connected: int
     connect_seconds: float
     results: Results
+    interval: float
 
     @property
     def connects_per_second(self) -> float:
@@ -319,7 +321,7 @@ class StackRun:
             "(negotiate + WebSocket + connect event), "
             f"per client p50 {_p(results.connect_latencies, 0.5)} p99 {_p(results.connect_latencies, 0.99)}; "
             f"{len(results.round_trips)} group messages ({messages} per client, one per client every "
-            f"{MESSAGE_INTERVAL_SECONDS:g} s: {self.clients / MESSAGE_INTERVAL_SECONDS:,.0f} messages/s offered, "
+            f"{self.interval:g} s: {self.clients / self.interval:,.0f} messages/s offered, "
             f"rooms of {ROOM_SIZE}) timed from send until the sender's own copy arrived; "
             f"{len(results.event_round_trips)} user events through the app's event handler at the same pace, "
             "timed until acknowledged",
@@ -333,21 +335,21 @@ class StackRun:
         return lines
 
 
-def stack_run(*, clients: int, messages: int) -> StackRun:
+def stack_run(*, clients: int, messages: int, interval: float = MESSAGE_INTERVAL_SECONDS) -> StackRun:
     """A fresh stack process for `clients` clients, all starting at once."""
     rooms = [f"room-{number}" for number in range((clients + ROOM_SIZE - 1) // ROOM_SIZE)]
     with stack_process(rooms) as negotiate_url:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            results, started = runner.run(_run_clients(negotiate_url, clients, messages))
+            results, started = runner.run(_run_clients(negotiate_url, clients, messages, interval))
     connected = len(results.connected_at)
     connect_seconds = (max(results.connected_at) - started) if results.connected_at else 0.0
-    return StackRun(clients, sum(results.failures.values()), connected, connect_seconds, results)
+    return StackRun(clients, sum(results.failures.values()), connected, connect_seconds, results, interval)
 
 
-def stack_figure(*, clients: tuple[int, ...], messages: int) -> Figure:
-    runs = [stack_run(clients=count, messages=messages) for count in clients]
+def stack_figure(*, clients: tuple[int, ...], messages: int, interval: float = MESSAGE_INTERVAL_SECONDS) -> Figure:
+    runs = [stack_run(clients=count, messages=messages, interval=interval) for count in clients]
     details = [line for run in runs for line in run.details(messages)]
     details.append(
         "the clients run in the bench process on one uvloop loop (devstack's keep-alive HTTP client for "
