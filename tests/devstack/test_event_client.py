@@ -98,6 +98,19 @@ def test_connections_are_kept_alive_and_reused_with_nagle_off() -> None:
         run(test)
 
 
+def test_answers_with_a_body_keep_the_connection_too() -> None:
+    with ServerThread(HANDLER) as server:
+
+        async def test(client: EventClient) -> None:
+            for _ in range(3):
+                assert (await client.post(server.base_url + "/echo", content=b"{}")).content == b"{}"
+                assert (await client.post(server.base_url + "/streamed")).content == b"chunked answer"
+            assert len(client.open_sockets()) == 1
+            assert len(server.connection_sockets()) == 1
+
+        run(test)
+
+
 def test_a_connection_the_handler_closed_while_idle_is_replaced_without_losing_the_request() -> None:
     """A server that answers one request per connection and closes it (as at the end of its keep-alive)."""
     answered: list[bytes] = []
