@@ -3,12 +3,12 @@
 The stand-ins accept TCP connections and never answer a byte: the Web PubSub endpoint, Key Vault
 (https: the TLS handshake itself hangs) and the managed-identity endpoint. The app runs unchanged
 (DefaultAzureCredential from the environment, the real SDK clients), in keyvault mode and in entra
-mode, with HEALTH_CACHE_SECONDS=0 so that every request runs a probe round.
+mode, with HEALTH_CACHE_SECONDS=0 and the requests spaced past the monitor's shortest cache
+(MIN_PROBE_INTERVAL_SECONDS), so that every request runs a probe round.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -20,9 +20,11 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
-from bench.inprocess import app_settings
 from bench.measure import Figure, percentile
+from shared.health.monitor import MIN_PROBE_INTERVAL_SECONDS
+from shared.runtime import reset_runtime
 
 TOLERANCE = 0.10  # the answer may take the deadline plus 10 %
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,49 +92,20 @@ def _modes(deadline: float, service: int, vault: int, identity: int) -> dict[str
 
 
 def health_figure(*, deadline: float, requests: int) -> Figure:
-    """Measured in a child process (`python -m bench.health`), which leaves as soon as it has printed.
+    """Each mode is measured in a child process of its own (`python -m bench.health`), which leaves
+    as soon as it has printed.
 
     The probes hung on purpose keep their threads, and the SDKs keep retrying after the stand-ins
-    close; an interpreter would wait for those threads before exiting.
+    close: an interpreter would wait for those threads before exiting, and so does switching the
+    app's settings to the next mode (the runtime's close waits for its probe threads).
     """
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    completed = subprocess.run(  # noqa: S603 - our own interpreter with our own module
-        [sys.executable, "-m", "bench.health", str(deadline), str(requests)],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120 + 10 * deadline * requests,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"the health measurement failed: {completed.stderr[-2000:]}")
-    document = json.loads(completed.stdout.strip().splitlines()[-1])
-    return Figure(document["name"], document["value"], document["target"], document["met"], tuple(document["details"]))
-
-
-def measure(*, deadline: float, requests: int) -> Figure:
-    import azure.functions as func
-
-    import function_app
-
-    request = func.HttpRequest(method="GET", url="http://localhost:7071/api/health", headers={}, body=b"")
     limit = deadline * (1 + TOLERANCE)
     times: dict[str, list[float]] = {}
     unexpected: list[str] = []
-    with hanging_servers(3) as (service, vault, identity):
-        for mode, values in _modes(deadline, service.port, vault.port, identity.port).items():
-            with app_settings(values):
-                for variable in ("AZURE_CLIENT_ID", "MSI_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT"):
-                    os.environ.pop(variable, None)
-                times[mode] = []
-                for _ in range(requests):
-                    started = time.perf_counter()
-                    response = function_app.health(request)
-                    times[mode].append(time.perf_counter() - started)
-                    report = json.loads(response.get_body())
-                    if response.status_code != 503 or report["status"] != "unhealthy":
-                        unexpected.append(f"{mode}: {response.status_code} {report['status']}")
+    for mode in MODES:
+        result = _measure_in_child(mode, deadline, requests)
+        times[mode] = result["times"]
+        unexpected += result["unexpected"]
     every = [seconds for samples in times.values() for seconds in samples]
     worst = max(every)
     details = [
@@ -149,8 +122,55 @@ def measure(*, deadline: float, requests: int) -> Figure:
     )
 
 
+MODES = ("keyvault", "entra")
+
+
+def _measure_in_child(mode: str, deadline: float, requests: int) -> dict[str, Any]:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    completed = subprocess.run(  # noqa: S603 - our own interpreter with our own module
+        [sys.executable, "-m", "bench.health", mode, str(deadline), str(requests)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120 + 10 * deadline * requests,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"the health measurement failed: {completed.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(mode: str, *, deadline: float, requests: int) -> dict[str, Any]:
+    """Seconds per /api/health answer in one mode, and any answer that was not a 503 "unhealthy"."""
+    import azure.functions as func
+
+    import function_app
+
+    request = func.HttpRequest(method="GET", url="http://localhost:7071/api/health", headers={}, body=b"")
+    times: list[float] = []
+    unexpected: list[str] = []
+    with hanging_servers(3) as (service, vault, identity):
+        values = _modes(deadline, service.port, vault.port, identity.port)[mode]
+        os.environ.update(values)
+        for variable in ("AZURE_CLIENT_ID", "MSI_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT"):
+            os.environ.pop(variable, None)
+        reset_runtime()  # the app reads the settings just made; never reset again (see health_figure)
+        for number in range(requests):
+            if number:  # past the monitor's shortest cache, so that every answer runs a probe round
+                time.sleep(MIN_PROBE_INTERVAL_SECONDS)
+            started = time.perf_counter()
+            response = function_app.health(request)
+            times.append(time.perf_counter() - started)
+            report = json.loads(response.get_body())
+            if response.status_code != 503 or report["status"] != "unhealthy":
+                unexpected.append(f"{mode}: {response.status_code} {report['status']}")
+        return {"times": times, "unexpected": unexpected}
+
+
 if __name__ == "__main__":
     logging.getLogger().addHandler(logging.NullHandler())
-    figure = measure(deadline=float(sys.argv[1]), requests=int(sys.argv[2]))
-    print(json.dumps(dataclasses.asdict(figure)), flush=True)
+    outcome = measure(sys.argv[1], deadline=float(sys.argv[2]), requests=int(sys.argv[3]))
+    print(json.dumps(outcome), flush=True)
     os._exit(0)  # without waiting for the probe threads that are still hung on purpose
