@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import importlib
 import logging
 import os
@@ -152,6 +153,10 @@ def start_stack(arguments: argparse.Namespace, *, out: Printer = print) -> Runni
             stack.service = _start_service(arguments, stack.url(EVENT_HANDLER_ROUTE), out)
         _reset_app_settings()
         host.start()
+        # What starting loaded (the app, the SDKs, both servers) lives as long as the process: keep it out
+        # of the collector's full passes, which paused every request for up to 135 ms at 500 clients.
+        gc.collect()
+        gc.freeze()
     except BaseException:
         stack.stop()
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -70,6 +71,16 @@ def test_first_run_creates_local_settings_from_the_example(
     created = tmp_path / "local.settings.json"
     assert created.read_text() == Path("local.settings.json.example").read_text()
     assert printed[0].startswith(f"Created {created} from local.settings.json.example")
+
+
+def test_what_the_stack_loaded_at_start_is_kept_out_of_full_collections(tmp_path: Path) -> None:
+    gc.unfreeze()
+    running = start_stack(parse_arguments(arguments(tmp_path / "local.settings.json")), out=lambda _: None)
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        running.stop()
+        gc.unfreeze()
 
 
 def test_a_client_negotiates_through_the_host_and_connects_to_the_local_service(stack: RunningStack) -> None:
