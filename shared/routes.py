@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from shared import client_page, health as health_check
 from shared.runtime import get_runtime
 from shared.web import Request, Response
 
@@ -15,15 +14,25 @@ def eventhandler(request: Request) -> Response:
     return get_runtime().events.handle(request)
 
 
+# Health and the client page are imported by their first request: a cold start that serves events or
+# negotiate never loads them (the health monitor's probes and thread pool, the page's assets).
+
+
 def health(request: Request) -> Response:
+    from shared import health as health_check
+
     return health_check.health()
 
 
 def health_live(request: Request) -> Response:
+    from shared import health as health_check
+
     return health_check.live()
 
 
 def client(request: Request) -> Response:
+    from shared import client_page
+
     return client_page.serve(request, get_runtime().settings)
 
 
