@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devstack.__main__ import parse_arguments, start_stack
+from devstack.__main__ import freeze_startup_objects, parse_arguments, start_stack
 
 DEFAULT_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"  # the official emulator's public key
 
@@ -42,6 +42,7 @@ def main() -> int:
             parse_arguments(["--settings", str(settings), "--port", "0", "--webpubsub-port", "0"]),
             out=lambda line: None,
         )
+        freeze_startup_objects()
         try:
             print(json.dumps({"negotiate": stack.url("negotiate")}), flush=True)
             sys.stdin.read()
