@@ -7,7 +7,6 @@ trace and answered with a generic 500, so no request ever ends in an unhandled e
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, urlsplit
@@ -62,26 +61,19 @@ def _query_pairs(query_string: str) -> list[tuple[str, str]]:
     return pairs
 
 
-@functools.lru_cache(maxsize=64)
-def _media_parts(content_type: str) -> tuple[str | None, str | None]:
-    """A Content-Type's mimetype and charset as func.HttpResponse takes them (the app uses a handful)."""
-    mimetype, _, parameters = content_type.partition(";")
-    charset = parameters.partition("charset=")[2].strip() or None
-    return (mimetype.strip() if mimetype else None), charset
-
-
 def to_http_response(response: Response) -> func.HttpResponse:
     headers = dict(response.headers)
     mimetype = None
     charset = None
     if response.content_type:
         headers["Content-Type"] = response.content_type
-        mimetype, charset = _media_parts(response.content_type)
+        mimetype, _, parameters = response.content_type.partition(";")
+        charset = parameters.partition("charset=")[2].strip() or None
     return func.HttpResponse(
         body=response.body,
         status_code=response.status,
         headers=headers,
-        mimetype=mimetype,
+        mimetype=mimetype.strip() if mimetype else None,
         charset=charset,
     )
 
