@@ -19,10 +19,11 @@ PubSub Service Owner role); timeouts, connection failures and 5xx are `Dependenc
 with Retry-After). Messages never hold keys or tokens.
 
 `AsyncServiceClient` offers the same operations to `async def` code. It runs the sync client in the
-default thread pool instead of keeping a second, `.aio` SDK client: that would need a second (async)
-credential and a second connection pool per event loop, and each call is one short HTTP request the
-pool serves without blocking the loop (`make bench`'s talkback figure: about 0.9x the `.aio`
-client's throughput with 32 calls in flight).
+default thread pool instead of keeping a second, `.aio` SDK client, which would need an async
+credential beside the app's one and a connection pool per event loop; the loop is never blocked.
+The price is throughput under fan-out: `make bench`'s talkback figure measures 0.6x to 0.9x the
+`.aio` client's sends/s with 32 in flight, the sync pipeline's CPU per call being the limit
+(docs/performance.md).
 """
 
 from __future__ import annotations
