@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,13 @@ def test_the_official_js_client_gets_the_handlers_replies_and_errors(
 def test_a_cancelled_invocation_gets_no_response(
     service: RunningWebPubSub, event_handler: FakeEventHandler, hub: str
 ) -> None:
-    event_handler.user_event = answer
+    def slow_first(request: ReceivedRequest) -> Response:
+        """Answers "a" only after its cancellation has surely reached the service (frames travel in order)."""
+        if request.body == b"1":
+            time.sleep(0.5)
+        return answer(request)
+
+    event_handler.user_event = slow_first
     with json_client(service, hub) as client:
         client.send(
             {"type": "invoke", "invocationId": "a", "target": "event", "event": "echo", "dataType": "text", "data": "1"}
