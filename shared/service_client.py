@@ -326,9 +326,9 @@ class ServiceClient:
             "send to a connection",
             lambda sdk: sdk.send_to_connection(connection_id, sent.body, content_type=_CONTENT_TYPES[sent.data_type]),
         )
-
-        # --- groups -------------------------------------------------------------------------------
         return sent
+
+    # --- groups -------------------------------------------------------------------------------
 
     def add_connection_to_group(self, group: str, connection_id: str) -> None:
         _check_group(group)
@@ -461,16 +461,24 @@ class ServiceClient:
         return self._call(f"group {group[:64]!r}", collect)
 
 
+class _WithOptions:
+    """An SDK client whose every call gets `options` added."""
+
+    __slots__ = ("_options", "_sdk")
+
+    def __init__(self, sdk: WebPubSubServiceClient, options: dict[str, Any]):
+        self._sdk = sdk
+        self._options = options
+
+    def __getattr__(self, name: str) -> Any:
+        return functools.partial(getattr(self._sdk, name), **self._options)
+
+
 def _with_options(sdk: WebPubSubServiceClient, options: dict[str, Any]) -> WebPubSubServiceClient:
     """`sdk`, with `options` added to every call made through it."""
     if not options:
         return sdk
-
-    class WithOptions:
-        def __getattr__(self, name: str) -> Any:
-            return functools.partial(getattr(sdk, name), **options)
-
-    return cast("WebPubSubServiceClient", WithOptions())
+    return cast("WebPubSubServiceClient", _WithOptions(sdk, options))
 
 
 def _checked_permission(permission: Permission | str, connection_id: str, group: str) -> str:

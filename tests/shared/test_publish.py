@@ -25,7 +25,7 @@ from shared.publish import (
 from shared.service_client import ServiceClient
 from shared.tokens import KeyTokenSource
 from shared.web import Request, Response
-from tests.support.fakes import EMULATOR_KEY, FakeAdapter, Reply, Seen, transport_for
+from tests.support.fakes import EMULATOR_KEY, FakeAdapter, transport_for, webpubsub_success
 from tests.support.fuzz import generated_inputs
 from tests.support.issuer import Issuer
 
@@ -34,16 +34,8 @@ AUDIENCE = "api://publish"
 ROLE = "WebPubSub.Publish"
 
 
-def answer(seen: Seen) -> Reply:
-    if seen.method == "PUT" or seen.method == "HEAD":
-        return 200, {}, b""
-    if seen.method == "DELETE" or seen.path.endswith(":closeConnections"):
-        return 204, {}, b""
-    return 202, {}, b""
-
-
 def api(authenticator: PublishAuthenticator | None = None) -> tuple[PublishApi, FakeAdapter]:
-    adapter = FakeAdapter(answer)
+    adapter = FakeAdapter(webpubsub_success)
     tokens = KeyTokenSource(ENDPOINT, EMULATOR_KEY, sdk_options={"transport": transport_for(adapter)})
     clients = {"chat": ServiceClient(tokens, "chat"), "news": ServiceClient(tokens, "news")}
 

@@ -19,7 +19,17 @@ from shared.service_client import (
     message,
 )
 from shared.tokens import EntraTokenSource, KeyTokenSource
-from tests.support.fakes import EMULATOR_KEY, FakeAdapter, FakeCredential, Reply, Seen, down, json_reply, transport_for
+from tests.support.fakes import (
+    EMULATOR_KEY,
+    FakeAdapter,
+    FakeCredential,
+    Reply,
+    Seen,
+    down,
+    json_reply,
+    transport_for,
+    webpubsub_success,
+)
 
 ENDPOINT = "https://contoso.webpubsub.azure.com"
 
@@ -63,15 +73,7 @@ def test_the_data_type_follows_the_data(data: Any, content_type: str) -> None:
 
 
 def test_every_operation_reaches_its_rest_path() -> None:
-    def answer(seen: Seen) -> Reply:
-        """The status each operation expects, as the real service answers."""
-        if seen.method == "PUT":
-            return 200, {}, b""
-        if seen.method == "DELETE" or seen.path.endswith(":closeConnections"):
-            return 204, {}, b""
-        return 202, {}, b""
-
-    client, adapter = client_for(answer)
+    client, adapter = client_for(webpubsub_success)
     client.send_to_all("x")
     client.send_to_connection("c1", "x")
     client.add_user_to_group("mods", "alice")

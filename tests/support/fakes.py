@@ -99,6 +99,16 @@ def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None)
     return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(payload).encode()
 
 
+def webpubsub_success(seen: Seen) -> Reply:
+    """Web PubSub's REST success for each kind of call, as the SDK expects it: 200 for a PUT (add,
+    grant) or HEAD (exists), 204 for a DELETE or a close, 202 for a send."""
+    if seen.method in {"PUT", "HEAD"}:
+        return 200, {}, b""
+    if seen.method == "DELETE" or seen.path.endswith(":closeConnections"):
+        return 204, {}, b""
+    return 202, {}, b""
+
+
 def down(_: Seen) -> Reply:
     raise requests.ConnectionError("connection refused")
 
